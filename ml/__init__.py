@@ -1,0 +1,1 @@
+"""FaceClean's machine learning: PyTorch, numpy and faiss only, never Django."""

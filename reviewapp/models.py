@@ -1,0 +1,249 @@
+"""FaceClean's data model.
+
+Labels change only through `reviewapp.services`, which write a Decision row in the same
+transaction; Decision rows are never updated or deleted.
+"""
+from django.conf import settings
+from django.db import models
+
+
+class Dataset(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    """Who may see a dataset, and as what. Staff users may see every dataset as admins."""
+
+    class Role(models.TextChoices):
+        REVIEWER = "reviewer"
+        ADMIN = "admin"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.REVIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "dataset"], name="membership_unique_user_dataset")
+        ]
+
+
+class Source(models.Model):
+    """One imported origin of faces: a folder, a file list or a RecordIO file.
+    A dataset built from MS-Celeb-1M plus VGGFace2 has two sources."""
+
+    class Format(models.TextChoices):
+        FOLDER = "folder"
+        LIST = "list"
+        RECORDIO = "recordio"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="sources")
+    name = models.CharField(max_length=200)
+    format = models.CharField(max_length=16, choices=Format.choices)
+    # Absolute, resolved directory that face paths are relative to; for RecordIO the .rec file.
+    root = models.TextField()
+    record_file = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["dataset", "name"], name="source_unique_name")]
+
+    def __str__(self):
+        return f"{self.dataset.name}/{self.name}"
+
+
+class Identity(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="identities")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="identities")
+    # The name exactly as found in the data: untrusted text, always escaped on output.
+    name = models.TextField()
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="merged_from"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "name"], name="identity_unique_name_per_source")
+        ]
+        indexes = [models.Index(fields=["dataset", "name"], name="identity_dataset_name")]
+
+    def __str__(self):
+        return self.name
+
+
+class Face(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        REMOVED = "removed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="faces")
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="faces")
+    # Relative to source.root for files; for RecordIO "rec:<key>" with the byte offset below.
+    path = models.TextField()
+    record_offset = models.BigIntegerField(null=True, blank=True)
+    original_identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="+")
+    identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="faces")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    size = models.BigIntegerField(help_text="bytes of the encoded image")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "path"], name="face_unique_path")]
+        indexes = [
+            models.Index(fields=["identity", "id"], name="face_identity"),
+            models.Index(fields=["dataset", "status", "id"], name="face_dataset_status"),
+        ]
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        TRAINING = "training"
+        EXTRACTING = "extracting"
+        MINING = "mining"
+        PUBLISHED = "published"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Method(models.TextChoices):
+        ARCFACE = "arcface"
+        SUBCENTER = "subcenter"
+        ROBUSTFACE = "robustface"
+        COMINING = "comining"
+        EMBEDDINGS = "embeddings", "user-supplied embeddings"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    method = models.CharField(max_length=12, choices=Method.choices)
+    config = models.JSONField(default=dict, blank=True)
+    # stage, percent, samples_per_s, eta_s: written by the worker while it runs.
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "number"], name="round_unique_number")
+        ]
+
+    def __str__(self):
+        return f"{self.dataset.name} round {self.number}"
+
+
+class Flag(models.Model):
+    class Kind(models.TextChoices):
+        NOISY = "noisy"
+        HARD = "hard"
+        LOW_NORM = "low_norm"
+        DUPLICATE_IDENTITY = "duplicate_identity"
+        NEAR_DUPLICATE = "near_duplicate"
+
+    class Suggestion(models.TextChoices):
+        REMOVE = "remove"
+        RELABEL = "relabel"
+        MERGE = "merge"
+        KEEP = "keep"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        CONFIRMED = "confirmed"
+        REJECTED = "rejected"
+        OVERRIDDEN = "overridden", "decided otherwise"
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="flags")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # A face flag names `face` (and `other_face` for near-duplicates); an identity flag
+    # names the pair identity_a / identity_b.
+    face = models.ForeignKey(Face, null=True, blank=True, on_delete=models.CASCADE, related_name="flags")
+    other_face = models.ForeignKey(
+        Face, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    identity_a = models.ForeignKey(
+        Identity, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    identity_b = models.ForeignKey(
+        Identity, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    score = models.FloatField()
+    evidence = models.JSONField(default=dict, blank=True)
+    suggestion = models.CharField(max_length=8, choices=Suggestion.choices)
+    suggested_identity = models.ForeignKey(
+        Identity, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+
+    class Meta:
+        indexes = [
+            # The review queue: flags of kind K in round R, highest score first (keyset on id).
+            models.Index(fields=["round", "kind", "-score", "-id"], name="flag_queue"),
+            models.Index(fields=["face"], name="flag_face"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(face__isnull=False)
+                | models.Q(identity_a__isnull=False, identity_b__isnull=False),
+                name="flag_has_subject",
+            )
+        ]
+
+
+class DecisionQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise TypeError("Decision rows are append-only")
+
+    def delete(self):
+        raise TypeError("Decision rows are append-only")
+
+
+class Decision(models.Model):
+    """The audit trail: one row for every change, never changed itself."""
+
+    class Action(models.TextChoices):
+        IMPORT = "import"
+        REMOVE = "remove"
+        RESTORE = "restore"
+        RELABEL = "relabel"
+        MERGE = "merge"
+        KEEP = "keep"
+        LOW_QUALITY = "low_quality"
+        UNDO = "undo"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="decisions")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT)
+    # Who, as text, so that command-line changes (no user) still say who made them.
+    actor = models.CharField(max_length=150)
+    round = models.ForeignKey(Round, null=True, blank=True, on_delete=models.PROTECT)
+    flag = models.ForeignKey(Flag, null=True, blank=True, on_delete=models.PROTECT)
+    action = models.CharField(max_length=12, choices=Action.choices)
+    face = models.ForeignKey(Face, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    identity = models.ForeignKey(
+        Identity, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    # A copy of the flag's evidence as it stood when the decision was taken.
+    evidence = models.JSONField(default=dict, blank=True)
+
+    objects = DecisionQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["dataset", "-id"], name="decision_dataset")]
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise TypeError("Decision rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Decision rows are append-only")

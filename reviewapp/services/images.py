@@ -1,0 +1,102 @@
+"""Reading a face's image bytes and making its cached thumbnail."""
+import io
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.http import Http404
+from PIL import Image, ImageDraw
+
+from ml.io.recordio import RecordIOError, RecordReader, unpack_image
+
+from ..models import Face, Source
+
+THUMBNAIL_SIZE = 112
+_BROWSER_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG": "image/png", b"GIF8": "image/gif"}
+
+
+@lru_cache(maxsize=64)
+def _record_reader(rec_path: str) -> RecordReader:
+    # Faces carry their record offset, so the (possibly huge) .idx is never needed here.
+    return RecordReader(rec_path, load_index=False)
+
+
+def _read_file(source: Source, relative: str) -> bytes:
+    root = Path(source.root)
+    path = (root / relative).resolve()
+    # Checked again at serve time: a symlink may have been changed since the import.
+    if not path.is_relative_to(root):
+        raise Http404("Image is outside its dataset root")
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise Http404("Image file is unreadable") from None
+
+
+def face_bytes(*, face: Face) -> bytes:
+    """The encoded image of a face, from its file or its RecordIO record."""
+    source = face.source
+    if source.format == Source.Format.RECORDIO:
+        try:
+            payload, _ = _record_reader(source.record_file).read_at(face.record_offset)
+            return unpack_image(payload).image
+        except (OSError, RecordIOError):
+            raise Http404("Image record is unreadable") from None
+    return _read_file(source, face.path)
+
+
+def face_image_bytes(*, face: Face) -> tuple[bytes, str]:
+    """Bytes a browser can show: JPEG, PNG and GIF as stored, anything else (PGM, BMP) as PNG."""
+    data = face_bytes(face=face)
+    for magic, content_type in _BROWSER_TYPES.items():
+        if data.startswith(magic):
+            return data, content_type
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            out = io.BytesIO()
+            image.save(out, format="PNG")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise Http404("Image cannot be decoded") from None
+    return out.getvalue(), "image/png"
+
+
+def _unreadable_placeholder() -> bytes:
+    image = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (60, 60, 60))
+    draw = ImageDraw.Draw(image)
+    draw.line((0, 0, THUMBNAIL_SIZE, THUMBNAIL_SIZE), fill=(200, 40, 40), width=3)
+    draw.line((0, THUMBNAIL_SIZE, THUMBNAIL_SIZE, 0), fill=(200, 40, 40), width=3)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def thumbnail_path(face_id: int) -> Path:
+    # Sharded so that no directory holds more than 1,000 thumbnails.
+    return settings.THUMBNAIL_ROOT / str(face_id // 1000) / f"{face_id}.jpg"
+
+
+def face_thumbnail_bytes(*, face: Face) -> bytes:
+    """A 112x112 JPEG of the face, made once and cached on disk; an unreadable image gets a
+    crossed-out placeholder (not cached, so that a repaired file shows up)."""
+    path = thumbnail_path(face.pk)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    try:
+        with Image.open(io.BytesIO(face_bytes(face=face))) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (0, 0, 0))
+            canvas.paste(image, ((THUMBNAIL_SIZE - image.width) // 2, (THUMBNAIL_SIZE - image.height) // 2))
+            out = io.BytesIO()
+            canvas.save(out, format="JPEG", quality=88)
+    except (Http404, OSError, ValueError, Image.DecompressionBombError):
+        return _unreadable_placeholder()
+    data = out.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(data)
+    os.replace(partial, path)  # atomic: a concurrent reader never sees half a file
+    return data
