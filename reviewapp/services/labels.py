@@ -1,0 +1,137 @@
+"""Every change to a face's label or status, and every identity merge.
+
+Each function is one transaction that locks the rows it changes, applies the change and
+appends the Decision row that records it, so the audit can never disagree with the data.
+A change that would do nothing (removing a removed face) raises LabelConflict instead of
+writing a second row: two reviewers on the same face get one decision and one conflict.
+"""
+from django.db import transaction
+
+from ..models import Decision, Face, Flag, Identity
+
+
+class LabelConflict(Exception):
+    """The object is no longer in the state the change assumed; nothing was written."""
+
+    def __init__(self, message, current=None):
+        super().__init__(message)
+        self.current = current or {}
+
+
+def _actor(user, actor):
+    if actor:
+        return actor
+    return user.get_username() if user is not None else "system"
+
+
+def _face_state(face: Face) -> dict:
+    return {"identity": face.identity_id, "status": face.status}
+
+
+def _lock_face(face_id: int) -> Face:
+    return Face.objects.select_for_update().get(pk=face_id)
+
+
+def _root(identity: Identity) -> Identity:
+    """The identity that survives a chain of merges. Merges keep chains one step long
+    (see identity_merge), so this loop runs at most once in practice."""
+    seen = set()
+    while identity.merged_into_id is not None and identity.pk not in seen:
+        seen.add(identity.pk)
+        identity = identity.merged_into
+    return identity
+
+
+def _record(*, face=None, identity=None, dataset_id, action, before, after, user, actor, flag):
+    return Decision.objects.create(
+        dataset_id=dataset_id,
+        user=user,
+        actor=_actor(user, actor),
+        round_id=flag.round_id if flag is not None else None,
+        flag=flag,
+        evidence=flag.evidence if flag is not None else {},
+        action=action,
+        face=face,
+        identity=identity,
+        before=before,
+        after=after,
+    )
+
+
+def _set_face(face_id, *, action, user, actor, flag, expected, **changes) -> Decision:
+    face = _lock_face(face_id)
+    before = _face_state(face)
+    if expected is not None and any(before[k] != v for k, v in expected.items()):
+        raise LabelConflict("This face was changed by someone else", current=before)
+    if all(getattr(face, k) == v for k, v in changes.items()):
+        raise LabelConflict("This face is already in that state", current=before)
+    for field, value in changes.items():
+        setattr(face, field, value)
+    face.save(update_fields=list(changes))
+    return _record(
+        face=face, dataset_id=face.dataset_id, action=action, before=before,
+        after=_face_state(face), user=user, actor=actor, flag=flag,
+    )
+
+
+@transaction.atomic
+def face_remove(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
+                expected: dict | None = None) -> Decision:
+    """Take a face out of the cleaned set (open-set noise, junk). Reversible by face_restore."""
+    return _set_face(face_id, action=Decision.Action.REMOVE, user=user, actor=actor, flag=flag,
+                     expected=expected, status=Face.Status.REMOVED)
+
+
+@transaction.atomic
+def face_restore(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
+                 expected: dict | None = None) -> Decision:
+    return _set_face(face_id, action=Decision.Action.RESTORE, user=user, actor=actor, flag=flag,
+                     expected=expected, status=Face.Status.ACTIVE)
+
+
+@transaction.atomic
+def face_relabel(*, face_id: int, identity_id: int, user=None, actor: str = "",
+                 flag: Flag | None = None, expected: dict | None = None) -> Decision:
+    """Move a face to another identity of its dataset (closed-set noise). A merged identity
+    is replaced by the one it was merged into."""
+    face = _lock_face(face_id)
+    target = Identity.objects.filter(pk=identity_id, dataset_id=face.dataset_id).first()
+    if target is None:
+        raise ValueError("The target identity is not in this face's dataset")
+    target = _root(target)
+    return _set_face(face_id, action=Decision.Action.RELABEL, user=user, actor=actor, flag=flag,
+                     expected=expected, identity_id=target.pk)
+
+
+@transaction.atomic
+def identity_merge(*, identity_id: int, into_id: int, user=None, actor: str = "",
+                   flag: Flag | None = None) -> Decision:
+    """Join two identities that are one person: `identity_id` is merged into `into_id`.
+
+    Its faces move to the survivor, and identities earlier merged into it are re-pointed
+    to the survivor, so merged_into never forms chains and exports map in one step.
+    """
+    locked = {
+        i.pk: i for i in Identity.objects.select_for_update().filter(pk__in=[identity_id, into_id])
+    }
+    if len(locked) != 2:
+        raise ValueError("Both identities must exist and differ")
+    merged, survivor = locked[identity_id], _root(locked[into_id])
+    if merged.dataset_id != survivor.dataset_id:
+        raise ValueError("Identities of different datasets cannot be merged")
+    if merged.merged_into_id is not None:
+        raise LabelConflict("This identity was already merged", current={"merged_into": merged.merged_into_id})
+    if survivor.pk == merged.pk:
+        raise LabelConflict("An identity cannot be merged into itself")
+    # The moved face ids go into the audit row so that the merge can be undone exactly.
+    moved_ids = list(Face.objects.filter(identity_id=merged.pk).values_list("pk", flat=True))
+    Face.objects.filter(pk__in=moved_ids).update(identity_id=survivor.pk)
+    repointed = Identity.objects.filter(merged_into_id=merged.pk).update(merged_into_id=survivor.pk)
+    merged.merged_into = survivor
+    merged.save(update_fields=["merged_into"])
+    return _record(
+        identity=merged, dataset_id=merged.dataset_id, action=Decision.Action.MERGE,
+        before={"identity": merged.pk, "merged_into": None, "faces": moved_ids},
+        after={"merged_into": survivor.pk, "faces_moved": len(moved_ids), "identities_repointed": repointed},
+        user=user, actor=actor, flag=flag,
+    )
