@@ -1,11 +1,19 @@
-"""Image views: bytes are found from the face id alone; nothing in a request names a path."""
+"""Pages and image views. Views validate, call one selector or service, and render.
+Image bytes are found from the face id alone: nothing in a request names a path."""
 from django.http import HttpResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from . import selectors
 from .access import access_face
 from .services.images import face_image_bytes, face_thumbnail_bytes
 
-_CACHE = "private, max-age=86400"
+_IMAGE_CACHE = "private, max-age=86400"
+
+
+@require_GET
+def dataset_list(request):
+    return render(request, "datasets.html", {"datasets": selectors.dataset_list(user=request.user)})
 
 
 @require_GET
@@ -13,7 +21,7 @@ def face_image(request, face_id: int):
     face = access_face(request.user, face_id)
     data, content_type = face_image_bytes(face=face)
     response = HttpResponse(data, content_type=content_type)
-    response["Cache-Control"] = _CACHE
+    response["Cache-Control"] = _IMAGE_CACHE
     return response
 
 
@@ -21,5 +29,5 @@ def face_image(request, face_id: int):
 def face_thumbnail(request, face_id: int):
     face = access_face(request.user, face_id)
     response = HttpResponse(face_thumbnail_bytes(face=face), content_type="image/jpeg")
-    response["Cache-Control"] = _CACHE
+    response["Cache-Control"] = _IMAGE_CACHE
     return response

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job: install, migrate, import a dataset (the folder given, or a small generated
+# sample with injected noise), then serve the review app with a Celery worker beside it.
+# Usage: scripts/run.sh [DATASET_FOLDER]
+# Embedded default: SQLite and a filesystem broker under var/. Set DATABASE_URL and
+# CELERY_BROKER_URL (postgres://..., redis://...) to use Postgres and Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export DEBUG=${DEBUG:-1}
+PY=.venv/bin/python
+PORT=${PORT:-8000}
+mkdir -p var
+
+$PY manage.py migrate --noinput
+$PY manage.py ensure_admin
+
+if [ $# -ge 1 ]; then
+  folder=$(cd "$1" && pwd)
+  $PY manage.py import_dataset "$folder" --format folder --name "$(basename "$folder")"
+else
+  if [ ! -f var/sample/noisy/train.lst ]; then
+    $PY -m ml.sample --out var/sample
+    $PY -m ml.noise --root var/sample/images --identities var/sample/identities.txt \
+      --pool var/sample/pool.txt \
+      --closed 0.15 --open 0.05 --split 2 --seed 0 --out var/sample/noisy
+  fi
+  $PY manage.py import_dataset var/sample/noisy/train.lst --format list \
+    --root var/sample/images --name sample
+fi
+
+.venv/bin/celery -A config worker --loglevel INFO --concurrency 1 -Q default,rounds &
+worker=$!
+trap 'kill $worker 2>/dev/null || true' EXIT INT TERM
+echo "FaceClean: http://127.0.0.1:$PORT/  (admin password in var/admin-password.txt)"
+$PY manage.py runserver "127.0.0.1:$PORT"

@@ -1,0 +1,107 @@
+"""The image and thumbnail views: login, dataset membership, bytes found by face id only."""
+import io
+
+import pytest
+from PIL import Image
+
+from ml.io.recordio import write_insightface
+from reviewapp.models import Membership, Source
+from tests.factories import FaceFactory, IdentityFactory, MembershipFactory, SourceFactory, jpeg_bytes
+
+
+@pytest.fixture
+def folder_face(db, tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "1.jpg").write_bytes(jpeg_bytes(size=(250, 200)))
+    source = SourceFactory(root=str(tmp_path))
+    return FaceFactory(identity=IdentityFactory(source=source, name="alice"), path="alice/1.jpg")
+
+
+def _login(client, user):
+    client.force_login(user)
+    return client
+
+
+def test_anonymous_is_sent_to_login(client, folder_face):
+    response = client.get(f"/faces/{folder_face.pk}/thumbnail")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/")
+
+
+def test_user_without_membership_gets_404(client, user, folder_face):
+    response = _login(client, user).get(f"/faces/{folder_face.pk}/thumbnail")
+    assert response.status_code == 404
+
+
+def test_member_gets_a_112px_jpeg_thumbnail_and_it_is_cached(client, user, folder_face, settings):
+    MembershipFactory(user=user, dataset=folder_face.dataset)
+    response = _login(client, user).get(f"/faces/{folder_face.pk}/thumbnail")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(response.content)).size == (112, 112)
+    cached = settings.THUMBNAIL_ROOT / "0" / f"{folder_face.pk}.jpg"
+    assert cached.read_bytes() == response.content
+
+
+def test_staff_sees_every_dataset(client, staff, folder_face):
+    response = _login(client, staff).get(f"/faces/{folder_face.pk}/image")
+    assert response.status_code == 200
+    assert response.content.startswith(b"\xff\xd8")
+
+
+def test_pgm_is_served_as_png(client, staff, db, tmp_path):
+    Image.new("L", (92, 112), 128).save(tmp_path / "1.pgm")
+    face = FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="1.pgm")
+    response = _login(client, staff).get(f"/faces/{face.pk}/image")
+    assert response["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (92, 112)
+
+
+def test_recordio_face_is_read_from_its_record(client, staff, db, tmp_path):
+    images = [jpeg_bytes(color=(i * 40, 0, 0)) for i in range(3)]
+    write_insightface(tmp_path / "train.rec", [(img, 0) for img in images])
+    from ml.io.recordio import RecordReader, insightface_entries
+
+    offsets = [offset for _, offset in insightface_entries(RecordReader(tmp_path / "train.rec"))]
+    source = SourceFactory(format=Source.Format.RECORDIO, root=str(tmp_path), record_file=str(tmp_path / "train.rec"))
+    face = FaceFactory(identity=IdentityFactory(source=source), path="rec:2", record_offset=offsets[1])
+    response = _login(client, staff).get(f"/faces/{face.pk}/image")
+    assert response.content == images[1]
+
+
+def test_unreadable_image_gets_a_placeholder_thumbnail_not_an_error(client, staff, db, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(jpeg_bytes()[:40])
+    face = FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="broken.jpg")
+    response = _login(client, staff).get(f"/faces/{face.pk}/thumbnail")
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (112, 112)
+
+
+def test_stored_path_leaving_the_root_is_refused(client, staff, db, tmp_path):
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(jpeg_bytes())
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link.jpg").symlink_to(outside)
+    source = SourceFactory(root=str(root))
+    for path in ("../secret.jpg", "link.jpg"):
+        face = FaceFactory(identity=IdentityFactory(source=source), path=path)
+        assert _login(client, staff).get(f"/faces/{face.pk}/image").status_code == 404
+
+
+def test_reviewer_role_is_enough_to_see_images(client, user, folder_face):
+    MembershipFactory(user=user, dataset=folder_face.dataset, role=Membership.Role.REVIEWER)
+    assert _login(client, user).get(f"/faces/{folder_face.pk}/image").status_code == 200
+
+
+def test_unknown_face_is_404(client, staff):
+    assert _login(client, staff).get("/faces/999999/thumbnail").status_code == 404
+
+
+def test_dataset_list_shows_only_member_datasets_and_escapes_names(client, user, db):
+    MembershipFactory(user=user, dataset__name="<script>alert(1)</script>")
+    IdentityFactory(source__dataset__name="someone-elses")
+    body = _login(client, user).get("/").content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "<script>alert(1)" not in body
+    assert "someone-elses" not in body
