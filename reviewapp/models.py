@@ -57,8 +57,9 @@ class Source(models.Model):
 
 
 class Identity(models.Model):
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="identities")
-    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="identities")
+    # Covered by identity_dataset_name and the unique (source, name) constraint.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="identities", db_index=False)
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="identities", db_index=False)
     # The name exactly as found in the data: untrusted text, always escaped on output.
     name = models.TextField()
     merged_into = models.ForeignKey(
@@ -81,13 +82,15 @@ class Face(models.Model):
         ACTIVE = "active"
         REMOVED = "removed"
 
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="faces")
-    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="faces")
+    # The single-column FK indexes are left out: face_dataset_status, face_unique_path and
+    # face_identity lead with these columns, and every index costs ~2 s per million imported rows.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="faces", db_index=False)
+    source = models.ForeignKey(Source, on_delete=models.CASCADE, related_name="faces", db_index=False)
     # Relative to source.root for files; for RecordIO "rec:<key>" with the byte offset below.
     path = models.TextField()
     record_offset = models.BigIntegerField(null=True, blank=True)
     original_identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="+")
-    identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="faces")
+    identity = models.ForeignKey(Identity, on_delete=models.PROTECT, related_name="faces", db_index=False)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     size = models.BigIntegerField(help_text="bytes of the encoded image")
 

@@ -1,0 +1,145 @@
+"""Face file lists: one image and its identity label per line.
+
+Accepted line forms (blank lines and lines starting with '#' are skipped):
+    path label            space separated: the label is the last whitespace token, so the
+                          path may hold spaces only if the label does not
+    path<TAB>label        the path may contain spaces
+    index<TAB>path<TAB>label
+                          InsightFace's .lst (three tab fields, integer first field); a
+                          numeric label such as "12.000000" is read as "12"
+Fields are stripped of surrounding whitespace. The file is read as bytes and decoded line by
+line, so one line that is not UTF-8 is reported without losing the others.
+"""
+from __future__ import annotations
+
+import os
+from typing import BinaryIO, Iterable, Iterator, NamedTuple
+
+from .scan import FileProblem, Progress, Rejected, RootGuard, ScanResult, tick
+
+
+class ListLine(NamedTuple):
+    """One meaningful line: either (path, label) or a problem saying why it was refused."""
+
+    lineno: int
+    path: str | None
+    label: str | None
+    problem: str | None = None
+
+
+class MalformedLine(ValueError):
+    pass
+
+
+def _numeric_label(text: str) -> str:
+    # .lst writers print float labels; the identity is the integer they stand for.
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if value.is_integer():
+        return str(int(value))
+    return text
+
+
+def parse_list_line(text: str) -> tuple[str, str]:
+    """(path, label) of one non-blank, non-comment line; MalformedLine says what is wrong."""
+    if "\0" in text:
+        raise MalformedLine("contains a NUL character")
+    if "\t" in text:
+        fields = [f.strip() for f in text.split("\t")]
+        if len(fields) == 3 and fields[0].isascii() and fields[0].isdigit():
+            path, label = fields[1], _numeric_label(fields[2])
+        elif len(fields) == 2:
+            path, label = fields
+        else:
+            raise MalformedLine(
+                f"expected 'path<TAB>label' or 'index<TAB>path<TAB>label', got {len(fields)} tab fields"
+            )
+    else:
+        fields = text.rsplit(None, 1)
+        if len(fields) != 2:
+            raise MalformedLine("expected 'path label': no label")
+        path, label = fields[0].strip(), fields[1]
+    if not path:
+        raise MalformedLine("empty path")
+    if not label:
+        raise MalformedLine("empty label")
+    return path, label
+
+
+def iter_list_lines(stream: BinaryIO) -> Iterator[ListLine]:
+    """Every entry and every malformed line of a binary stream, with 1-based line numbers."""
+    for lineno, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield ListLine(lineno, None, None, f"not valid UTF-8 (byte {exc.start})")
+            continue
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            path, label = parse_list_line(text.rstrip("\r\n"))
+        except MalformedLine as exc:
+            yield ListLine(lineno, None, None, f"malformed line: {exc}")
+            continue
+        yield ListLine(lineno, path, label)
+
+
+def read_file_list(path: str | os.PathLike) -> Iterator[ListLine]:
+    with open(path, "rb") as stream:
+        yield from iter_list_lines(stream)
+
+
+def scan_file_list(list_path: str | os.PathLike, root: str | os.PathLike, *, verify_images: bool = False,
+                   progress: Progress | None = None) -> ScanResult:
+    """Every importable image named by a file list, paths relative to `root` (or absolute
+    inside it). A path listed twice is refused the second time, however it is spelled."""
+    guard = RootGuard(root, verify_images=verify_images)
+    result = ScanResult(root=guard.root)
+    relative, inspect = guard.relative, guard.inspect
+    first_line: dict[str, int] = {}
+    shared_labels: dict[str, str] = {}  # one string object per identity, not one per face
+    for count, (lineno, path, label, problem) in enumerate(read_file_list(list_path), 1):
+        tick(progress, count)
+        if problem is not None:
+            result.rejected.append((f"line {lineno}", problem))
+            continue
+        try:
+            rel = relative(path)
+            earlier = first_line.setdefault(rel, lineno)
+            if earlier != lineno:
+                raise Rejected(f"duplicate of line {earlier}")
+            size = inspect(rel)
+        except FileProblem as exc:
+            result.problem(f"line {lineno}: {path}", exc)
+            continue
+        result.paths.append(rel)
+        result.labels.append(shared_labels.setdefault(label, label))
+        result.sizes.append(size)
+    return result
+
+
+def format_list_line(path: str, label: str) -> str:
+    """The line that parse_list_line reads back as (path, label): TAB-separated whenever
+    either side contains whitespace that space separation would lose."""
+    if "\t" in path or "\t" in label or "\n" in path or "\n" in label:
+        raise ValueError("paths and labels in a file list cannot contain tabs or newlines")
+    if path != path.strip() or label != label.strip() or not path or not label:
+        raise ValueError("paths and labels in a file list must be non-empty without surrounding whitespace")
+    if path.startswith("#"):
+        path = "./" + path  # a leading '#' would make the line a comment
+    if any(ch.isspace() for ch in path + label):
+        return f"{path}\t{label}\n"
+    return f"{path} {label}\n"
+
+
+def write_file_list(path: str | os.PathLike, rows: Iterable[tuple[str, str]]) -> int:
+    """Write (path, label) rows as a UTF-8 file list; returns the row count."""
+    count = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        for image_path, label in rows:
+            out.write(format_list_line(image_path, label))
+            count += 1
+    return count
