@@ -7,6 +7,10 @@ Accepted line forms (blank lines and lines starting with '#' are skipped):
     index<TAB>path<TAB>label
                           InsightFace's .lst (three tab fields, integer first field); a
                           numeric label such as "12.000000" is read as "12"
+    path<TAB>label_id<TAB>name
+                          FaceClean's own clean export (integer middle field): the name,
+                          un-escaped like the path, is the identity, so an export imports
+                          back as it was
 Fields are stripped of surrounding whitespace. The file is read as bytes and decoded line by
 line, so one line that is not UTF-8 is reported without losing the others.
 """
@@ -42,6 +46,23 @@ def _numeric_label(text: str) -> str:
     return text
 
 
+_ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "b": "\b", "f": "\f", "v": "\v"}
+
+
+def _unescape(text: str) -> str:
+    """Undo the export's COPY-style backslash escapes (\\t, \\n, \\\\ ...)."""
+    if "\\" not in text:
+        return text
+    out, chars = [], iter(text)
+    for char in chars:
+        if char == "\\":
+            nxt = next(chars, "")
+            out.append(_ESCAPES.get(nxt, "\\" + nxt))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def parse_list_line(text: str) -> tuple[str, str]:
     """(path, label) of one non-blank, non-comment line; MalformedLine says what is wrong."""
     if "\0" in text:
@@ -50,6 +71,8 @@ def parse_list_line(text: str) -> tuple[str, str]:
         fields = [f.strip() for f in text.split("\t")]
         if len(fields) == 3 and fields[0].isascii() and fields[0].isdigit():
             path, label = fields[1], _numeric_label(fields[2])
+        elif len(fields) == 3 and fields[1].isascii() and fields[1].isdigit():
+            path, label = _unescape(fields[0]), _unescape(fields[2])
         elif len(fields) == 2:
             path, label = fields
         else:

@@ -159,3 +159,11 @@ def test_walk_folder(tree):
         "escape": "symlink leaves the root",
         "stray.jpg": "file outside an identity folder",
     }
+
+
+def test_faceclean_export_lines_parse_to_path_and_name():
+    from ml.io.filelist import parse_list_line
+
+    assert parse_list_line("tab\\there/0.jpg\t3\tJos\\\\e\\tA") == ("tab\there/0.jpg", "Jos\\e\tA")
+    # InsightFace .lst (integer first field) is still read as before.
+    assert parse_list_line("7\ta/b.jpg\t12.000000") == ("a/b.jpg", "12")
