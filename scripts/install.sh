@@ -16,9 +16,11 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     "${PIP[@]}" "torch==$TORCH_VERSION"
   else
     echo "install: no GPU, installing the CPU build of torch $TORCH_VERSION"
-    # A CPU wheel already on this machine (pip's find-links) first, then PyTorch's CPU index.
-    "${PIP[@]}" --no-index "torch==$TORCH_VERSION" 2>/dev/null \
-      || "${PIP[@]}" --index-url https://download.pytorch.org/whl/cpu "torch==$TORCH_VERSION"
+    # The +cpu build: from a wheel already on this machine (pip's find-links) when there is
+    # one, else from PyTorch's CPU index; its dependencies come from PyPI either way.
+    "${PIP[@]}" "torch==$TORCH_VERSION+cpu" 2>/dev/null \
+      || "${PIP[@]}" --index-url https://download.pytorch.org/whl/cpu \
+           --extra-index-url https://pypi.org/simple "torch==$TORCH_VERSION+cpu"
   fi
 fi
 
