@@ -7,7 +7,7 @@ identities and injected label noise is visibly wrong. Writes
     OUT/images/outsider_<k>/0.jpg   one-image outsiders, the open-set pool
     OUT/identities.txt, OUT/pool.txt (paths relative to OUT/images)
 
-    python -m ml.sample --out var/sample [--identities 24] [--images 12] [--seed 0]
+    python -m ml.sample --out var/sample [--identities 24] [--images 20] [--seed 0]
 """
 import argparse
 from pathlib import Path
@@ -55,7 +55,7 @@ def draw_face(traits: dict, rng: np.random.Generator) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
 
 
-def make_sample(out: Path, *, identities: int = 24, images: int = 12, outsiders: int = 40, seed: int = 0) -> None:
+def make_sample(out: Path, *, identities: int = 24, images: int = 20, outsiders: int = 40, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     root = out / "images"
     names = [f"person_{i:03d}" for i in range(identities)]
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Generate a small synthetic face set.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--identities", type=int, default=24)
-    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--outsiders", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
