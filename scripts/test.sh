@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev
 
+# Browser tests drive Debian's chromium; install it where we may (they skip without it).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "test: installing chromium for the browser tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "test: chromium could not be installed; browser tests will skip"
+fi
+
 reachable() { .venv/bin/python -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null; }
 if [ -z "${DATABASE_URL:-}" ] && reachable 5432; then
   export DATABASE_URL=postgres://postgres@127.0.0.1:5432/faceclean
