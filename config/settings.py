@@ -169,6 +169,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Rounds (training, GPU work) go to their own queue so that GPU hosts can serve only it.
+CELERY_TASK_ROUTES = {"reviewapp.tasks_rounds.*": {"queue": "rounds"}}
+# A running round whose heartbeat is older than this may be claimed by another worker.
+ROUND_STALE_SECONDS = int(os.environ.get("ROUND_STALE_SECONDS", "120"))
+# A round that killed its worker this many times is failed instead of retried.
+ROUND_MAX_ATTEMPTS = int(os.environ.get("ROUND_MAX_ATTEMPTS", "3"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 
 LOGGING = {

@@ -136,7 +136,13 @@ class Round(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["dataset", "number"], name="round_unique_number")
+            models.UniqueConstraint(fields=["dataset", "number"], name="round_unique_number"),
+            # One round at a time per dataset: it trains on the labels as they are.
+            models.UniqueConstraint(
+                fields=["dataset"],
+                condition=models.Q(status__in=["queued", "training", "extracting", "mining"]),
+                name="round_one_active_per_dataset",
+            ),
         ]
 
     def __str__(self):

@@ -23,3 +23,7 @@ def import_dataset_task(*, path: str, name: str, fmt: str, root: str | None = No
 def export_dataset_task(*, dataset_id: int, out: str, fmt: str = "list") -> dict:
     summary = dataset_export(dataset=Dataset.objects.get(pk=dataset_id), out=out, fmt=fmt)
     return {"faces": summary.faces, "identities": summary.identities, "out": out}
+
+
+# Celery's autodiscovery loads this module only: the round tasks live beside it.
+from .tasks_rounds import recover_rounds_task, run_round_task  # noqa: E402,F401

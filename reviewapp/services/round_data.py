@@ -16,6 +16,7 @@ RoundFaceDataset addresses them all by dataset index.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -23,12 +24,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from torch.utils.data import Dataset as TorchDataset
-
-from ml.data.dataset import FaceDataset, FaceItem, FaceSample
-from ml.train.config import TrainConfig, load_config
 
 from ..models import Face, Identity, Round, Source
+
+# ml is imported inside the functions: importing ml.train or ml.data loads torch, which the web
+# process should not pay for until it starts a round.
 
 SNAPSHOT_FILE = "faces.npz"
 CONFIGS_DIR = Path(__file__).resolve().parents[2] / "ml" / "configs"
@@ -79,11 +79,10 @@ def _surviving_identity(dataset_id: int) -> dict[int, int]:
 
 def round_faces_current(*, dataset_id: int) -> RoundFaces:
     """The dataset's active faces with their current labels."""
-    rows = np.array(
-        list(Face.objects.filter(dataset_id=dataset_id, status=Face.Status.ACTIVE)
-             .order_by("pk").values_list("pk", "identity_id")),
-        dtype=np.int64,
-    ).reshape(-1, 2)
+    rows = Face.objects.filter(dataset_id=dataset_id, status=Face.Status.ACTIVE).order_by("pk")
+    # Streamed into one flat array: millions of faces never exist as Python tuples all at once.
+    rows = np.fromiter(itertools.chain.from_iterable(rows.values_list("pk", "identity_id").iterator(chunk_size=50_000)),
+                       dtype=np.int64).reshape(-1, 2)
     face_ids, identities = rows[:, 0], rows[:, 1]
     merged = _surviving_identity(dataset_id)
     if merged:
@@ -119,10 +118,13 @@ def round_key(round_: Round) -> str:
 
 # -- the images -----------------------------------------------------------------------------------
 
-class RoundFaceDataset(TorchDataset):
-    """Items (image | None, class id, dataset index) over faces from any number of sources."""
+class RoundFaceDataset:
+    """A map-style dataset of items (image | None, class id, dataset index) over faces from any
+    number of sources, each source a FaceDataset."""
 
-    def __init__(self, parts: list[FaceDataset], part_of: np.ndarray, local_of: np.ndarray,
+    class_names = None
+
+    def __init__(self, parts: list, part_of: np.ndarray, local_of: np.ndarray,
                  labels: np.ndarray, num_classes: int) -> None:
         self.parts, self.part_of, self.local_of = parts, part_of, local_of
         self._labels, self._num_classes = labels, num_classes
@@ -138,15 +140,15 @@ class RoundFaceDataset(TorchDataset):
     def num_classes(self) -> int:
         return self._num_classes
 
-    class_names = None
-
-    def __getitem__(self, index: int) -> FaceItem:
+    def __getitem__(self, index: int) -> tuple:
         image, label, _ = self.parts[self.part_of[index]][int(self.local_of[index])]
-        return FaceItem(image, label, index)
+        return image, label, index
 
 
 def round_face_dataset(faces: RoundFaces, *, dataset_id: int, transform) -> RoundFaceDataset:
     """The images of `faces` (removed since the snapshot or not), one FaceDataset per source."""
+    from ml.data.dataset import FaceDataset, FaceSample
+
     sources = {s.pk: s for s in Source.objects.filter(dataset_id=dataset_id)}
     position = {int(face_id): i for i, face_id in enumerate(faces.face_ids)}
     per_source: dict[int, list[FaceSample]] = {}
@@ -197,9 +199,11 @@ def training_overrides(round_config: Mapping[str, Any]) -> list[str]:
     return [f"{key}={value!r}" for key, value in _dotted(settings)]
 
 
-def round_train_config(method: str, round_config: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The training configuration of a round: the method's config file, then Round.config.
-    Raises ValueError for an unknown method or setting."""
+def round_train_config(method: str, round_config: Mapping[str, Any] | None = None):
+    """The training configuration (a TrainConfig) of a round: the method's config file, then
+    Round.config. Raises ValueError for an unknown method or setting."""
+    from ml.train.config import load_config
+
     if method not in METHOD_CONFIGS:
         raise ValueError(f"method {method!r} does not train; choose from {sorted(METHOD_CONFIGS)}")
     filename, preset = METHOD_CONFIGS[method]
@@ -207,22 +211,39 @@ def round_train_config(method: str, round_config: Mapping[str, Any] | None = Non
     return load_config(CONFIGS_DIR / filename, overrides + training_overrides(round_config or {}))
 
 
-def validate_round_config(method: str, round_config: Mapping[str, Any]) -> None:
-    """Refuse a configuration the worker would fail on, before anything is queued."""
-    if not isinstance(round_config, Mapping):
-        raise ValueError("the round configuration must be a JSON object")
-    json.dumps(round_config)  # it is stored as JSON
+def round_mining_config(round_config: Mapping[str, Any]):
+    """The MiningConfig of Round.config's "mining" object (thresholds; missing ones calibrate)."""
+    from ml.mining import MiningConfig
+
     mining = round_config.get("mining", {})
     if not isinstance(mining, Mapping):
         raise ValueError("config 'mining' must be an object of mining settings")
+    try:
+        return MiningConfig(**mining)
+    except TypeError as exc:  # an unknown keyword
+        raise ValueError(f"config 'mining': {exc}") from None
+
+
+def clean_round_config(method: str, round_config: Mapping[str, Any] | None) -> dict:
+    """Round.config checked, before anything is queued, for what the worker would fail on;
+    returned with file paths made absolute (the worker runs elsewhere). Raises ValueError."""
+    round_config = {} if round_config is None else round_config
+    if not isinstance(round_config, Mapping):
+        raise ValueError("the round configuration must be a JSON object")
+    round_config = json.loads(json.dumps(round_config))  # stored as JSON: it must be JSON
+    round_mining_config(round_config)
     if method == Round.Method.EMBEDDINGS:
         unknown = set(round_config) - {"embeddings", "norms", "mining"}
         if unknown:
             raise ValueError(f"method 'embeddings' takes only embeddings, norms and mining, not {sorted(unknown)}")
-        for key in ("embeddings", "norms"):
-            if key in round_config and not os.path.isfile(str(round_config[key])):
-                raise ValueError(f"{key}: {round_config[key]!r} is not a file")
         if "embeddings" not in round_config:
             raise ValueError("method 'embeddings' needs config {'embeddings': '<path to .npy>'}")
-        return
-    round_train_config(method, round_config)
+        for key in ("embeddings", "norms"):
+            if key in round_config:
+                if not os.path.isfile(str(round_config[key])):
+                    raise ValueError(f"{key}: {round_config[key]!r} is not a file")
+                round_config[key] = os.path.abspath(str(round_config[key]))
+        return round_config
+    if round_train_config(method, round_config).stop_at_step is not None:
+        raise ValueError("stop_at_step would end training early: a round needs a complete run")
+    return round_config

@@ -1,0 +1,93 @@
+"""mine(): a trained model's per-sample statistics and embeddings in, review flags out.
+
+Faces taking part: active, labelled (label >= 0) and readable (a non-zero embedding row).
+Nothing else is flagged, nor used for centres, prototypes or neighbour searches.
+Order of work: identities (centres, reference faces) -> the face neighbour graph (one k-NN
+self-join of all faces) -> duplicate identities (their pairs silence the noisy/hard flags they
+explain) -> noisy and hard -> low norm -> near duplicates.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ml.mining.candidate import (  # noqa: F401 (FlagCandidate re-exported: part of this module's API)
+    DUPLICATE_IDENTITY, HARD, KINDS, LOW_NORM, NEAR_DUPLICATE, NOISY, FlagCandidate,
+)
+from ml.mining.config import MiningConfig
+from ml.mining.duplicates import mine_duplicate_identities, mine_near_duplicates
+from ml.mining.neighbours import face_neighbours
+from ml.mining.noisy import mine_noisy
+from ml.mining.prototypes import build_identities
+from ml.mining.quality import mine_low_norm
+from ml.mining.search import row_norms
+
+__all__ = ["FlagCandidate", "MiningConfig", "eligible_rows", "mine", "read_flags", "write_flags"]
+
+
+def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray | None,
+                  batch_size: int = 32_768) -> np.ndarray:
+    """Dataset indices of the faces that take part in mining."""
+    labels = np.asarray(labels)
+    if embeddings.ndim != 2 or len(embeddings) != len(labels):
+        raise ValueError(f"embeddings {embeddings.shape} do not match {len(labels)} labels")
+    keep = labels >= 0
+    if active is not None:
+        active = np.asarray(active, dtype=bool)
+        if active.shape != labels.shape:
+            raise ValueError(f"active has shape {active.shape}, the labels {labels.shape}")
+        keep &= active
+    keep &= row_norms(embeddings, batch_size) > 0.5
+    return np.flatnonzero(keep)
+
+
+def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = None, norms: np.ndarray | None = None,
+         active: np.ndarray | None = None, config: MiningConfig | None = None) -> list[FlagCandidate]:
+    """Flags of every kind in config.kinds, grouped by kind, highest score first within a kind."""
+    config = config or MiningConfig()
+    labels = np.asarray(labels).astype(np.int64)
+    rows = eligible_rows(embeddings, labels, active, config.batch_size)
+    if len(rows) == 0:
+        return []
+    identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
+                                  samples_per_identity=config.prototype_samples, seed=config.seed,
+                                  batch_size=config.batch_size)
+    needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY, NEAR_DUPLICATE}
+    neighbours = face_neighbours(embeddings, rows, config) if needs_graph else None
+    flags: list[FlagCandidate] = []
+    duplicate_pairs: set[tuple[int, int]] = set()
+    if DUPLICATE_IDENTITY in config.kinds:
+        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, config)
+        flags += found
+    if NOISY in config.kinds or HARD in config.kinds:
+        flags += [f for f in mine_noisy(embeddings, labels, rows, identities, neighbours, stats, config,
+                                        duplicate_pairs) if f.kind in config.kinds]
+    if LOW_NORM in config.kinds:
+        flags += mine_low_norm(norms, stats, labels, rows, config)
+    if NEAR_DUPLICATE in config.kinds:
+        flags += mine_near_duplicates(neighbours, labels, config)
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    flags.sort(key=lambda f: (order[f.kind], -f.score))
+    return flags
+
+
+def write_flags(flags: Iterable[FlagCandidate], path: str | Path) -> int:
+    """flags.jsonl, one flag per line; written to a temporary name first so readers never see
+    half a file. Returns the number written."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for flag in flags:
+            fh.write(flag.to_json() + "\n")
+            count += 1
+    tmp.replace(path)
+    return count
+
+
+def read_flags(path: str | Path) -> list[FlagCandidate]:
+    with open(path, encoding="utf-8") as fh:
+        return [FlagCandidate.from_dict(json.loads(line)) for line in fh if line.strip()]
