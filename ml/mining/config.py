@@ -54,6 +54,9 @@ class MiningConfig:
     batch_size: int = 32_768
 
     def __post_init__(self) -> None:
+        # JSON settings (a Round's config) arrive with lists where tuples are meant.
+        self.kinds = tuple(self.kinds)
+        self.near_duplicate_bounds = tuple(self.near_duplicate_bounds)
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown flag kinds {sorted(unknown)}; expected some of {KINDS}")

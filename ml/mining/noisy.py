@@ -185,92 +185,112 @@ def _r(x: float, digits: int = 3) -> float | None:
     return None if not np.isfinite(x) else round(float(x), digits)
 
 
+@dataclass
+class FaceAngles:
+    """Per eligible face (arrays over rows), angles in degrees."""
+
+    own_angle: np.ndarray     # to the own identity's prototype centre (the dominant-centre stand-in)
+    other_angle: np.ndarray   # to the nearest other prototype centre (NaN where not searched)
+    other_j: np.ndarray       # that identity
+    theta_y: np.ndarray       # banding geometry: head where valid, else embedding
+    theta_1: np.ndarray
+    j_star: np.ndarray
+    from_head: np.ndarray
+    open_threshold: calibrate.Threshold
+    search: str
+
+
+def face_angles(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, identities: Identities,
+                neighbours: FaceNeighbours, stats: dict | None, config: MiningConfig) -> FaceAngles:
+    own = labels[rows].astype(np.int64)
+    own_cos = row_dot(embeddings, rows, identities.prototype_mean, own, config.batch_size)
+    own_angle = angles_deg(own_cos / np.maximum(identities.prototype_norm[own], 1e-12))
+    threshold = calibrate.open_set_angle(own_angle, config.open_set_angle, config.open_set_k, config.open_set_min_gap)
+    far = own_angle > threshold.value
+
+    head_ty, head_t1, head_j, from_head = head_angles(stats, labels, rows)
+    # Embedding geometry is needed where the head's is missing, and for open-set candidates.
+    searched = ~from_head | far
+    other_angle = np.full(len(rows), np.nan)
+    other_j = np.full(len(rows), -1, dtype=np.int64)
+    other_angle[searched], other_j[searched], search = nearest_other_identity(
+        embeddings, rows[searched], np.flatnonzero(searched), labels, identities, neighbours, config)
+    # An open-set call says "near no identity at all": confirm it against every centre.
+    recheck = far & (other_angle > threshold.value)
+    other_angle[recheck], other_j[recheck] = exact_nearest_other(embeddings, rows[recheck], labels, identities,
+                                                                 config)
+    return FaceAngles(own_angle, other_angle, other_j, np.where(from_head, head_ty, own_angle),
+                      np.where(from_head, head_t1, other_angle), np.where(from_head, head_j, other_j),
+                      from_head, threshold, search)
+
+
 def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, identities: Identities,
                neighbours: FaceNeighbours, stats: dict | None, config: MiningConfig,
                duplicate_pairs: set[tuple[int, int]] = frozenset()) -> list[FlagCandidate]:
     """Noisy and hard flags over the eligible `rows` (dataset indices)."""
     margins = resolve_margins(stats, config)
     own = labels[rows].astype(np.int64)
-    batch = config.batch_size
+    angles = face_angles(embeddings, labels, rows, identities, neighbours, stats, config)
+    tau = angles.open_threshold.value
+    theta_y, theta_1, j_star = angles.theta_y, angles.theta_1, angles.j_star
 
-    # Angle to the own identity's dominant centre (its prototypes), and the open-set threshold.
-    own_cos = row_dot(embeddings, rows, identities.prototype_mean, own, batch)
-    own_angle = angles_deg(own_cos / np.maximum(identities.prototype_norm[own], 1e-12))
-    open_threshold = calibrate.open_set_angle(own_angle, config.open_set_angle, config.open_set_k,
-                                              config.open_set_min_gap)
-
-    head_ty, head_t1, head_j, from_head = head_angles(stats, labels, rows)
-    # Embedding geometry is needed where the head's is missing, and for open-set candidates.
-    searched = ~from_head | (own_angle > open_threshold.value)
-    other_angle = np.full(len(rows), np.nan)
-    other_j = np.full(len(rows), -1, dtype=np.int64)
-    other_angle[searched], other_j[searched], search = nearest_other_identity(
-        embeddings, rows[searched], np.flatnonzero(searched), labels, identities, neighbours, config)
-    # An open-set call says "near no identity at all": confirm it against every centre.
-    recheck = (own_angle > open_threshold.value) & (other_angle > open_threshold.value)
-    other_angle[recheck], other_j[recheck] = exact_nearest_other(embeddings, rows[recheck], labels, identities,
-                                                                 config)
-
-    theta_y = np.where(from_head, head_ty, own_angle)
-    theta_1 = np.where(from_head, head_t1, other_angle)
-    j_star = np.where(from_head, head_j, other_j)
-
-    open_set = (own_angle > open_threshold.value) & (other_angle > open_threshold.value)
+    open_set = (angles.own_angle > tau) & (angles.other_angle > tau)
     band_noisy = (theta_1 < theta_y - margins.m1_deg) & (j_star >= 0)
     band_hard = ~band_noisy & (theta_1 < theta_y + margins.m_deg) & (j_star >= 0)
-    pair_keys = np.minimum(own, j_star) * identities.count + np.maximum(own, j_star)
-    duplicate = np.isin(pair_keys, [a * identities.count + b for a, b in duplicate_pairs]) if duplicate_pairs \
-        else np.zeros(len(rows), dtype=bool)
+    duplicate = np.zeros(len(rows), dtype=bool)
+    if duplicate_pairs:
+        keys = np.minimum(own, j_star) * identities.count + np.maximum(own, j_star)
+        duplicate = np.isin(keys, [a * identities.count + b for a, b in duplicate_pairs])
     banded = (band_noisy | band_hard) & ~open_set & ~duplicate
 
     cos_own = np.full(len(rows), np.nan)
     cos_other = np.full(len(rows), np.nan)
     sel = np.flatnonzero(banded)
-    cos_own[sel] = mean_prototype_cosine(embeddings, rows[sel], own[sel], identities, batch)
-    cos_other[sel] = mean_prototype_cosine(embeddings, rows[sel], j_star[sel], identities, batch)
+    cos_own[sel] = mean_prototype_cosine(embeddings, rows[sel], own[sel], identities, config.batch_size)
+    cos_other[sel] = mean_prototype_cosine(embeddings, rows[sel], j_star[sel], identities, config.batch_size)
     # No reference face of its own besides itself: nothing contradicts the band.
     confirmed = band_noisy & identities.has_prototypes(j_star) & (cos_other > np.nan_to_num(cos_own, nan=-np.inf))
     closed_set = banded & confirmed
     hard = banded & ~closed_set
 
     thresholds = {"margin_deg": _r(margins.m_deg), "m1_deg": _r(margins.m1_deg), "margin_source": margins.source,
-                  "open_set_angle_deg": open_threshold.as_dict()}
-    geometry = np.where(from_head, HEAD, EMBEDDING)
+                  "open_set_angle_deg": angles.open_threshold.as_dict()}
 
-    def common(i: int) -> dict:
+    def references(i: int, j: int) -> dict:
+        return {"own": identities.references(int(own[i])), "nearest": identities.references(j)}
+
+    def banded_evidence(i: int) -> dict:
         j = int(j_star[i])
         return {
-            "geometry": str(geometry[i]),
+            "geometry": HEAD if angles.from_head[i] else EMBEDDING,
             "theta_y_deg": _r(theta_y[i]), "theta_1_deg": _r(theta_1[i]), "nearest_identity": j if j >= 0 else None,
-            "angle_own_prototype_centre_deg": _r(own_angle[i]),
+            "angle_own_prototype_centre_deg": _r(angles.own_angle[i]),
             "cos_own_prototypes": _r(cos_own[i], 4), "cos_nearest_prototypes": _r(cos_other[i], 4),
-            "reference_faces": {"own": identities.references(int(own[i])), "nearest": identities.references(j)},
-            "thresholds": thresholds, "search": search,
+            "reference_faces": references(i, j), "thresholds": thresholds, "search": angles.search,
         }
 
     flags: list[FlagCandidate] = []
     for i in np.flatnonzero(open_set):
-        j = int(other_j[i])
-        score = min(own_angle[i], other_angle[i]) - open_threshold.value
+        j = int(angles.other_j[i])
         evidence = {
-            "reason": "open_set", "angle_own_prototype_centre_deg": _r(own_angle[i]),
-            "angle_nearest_other_centre_deg": _r(other_angle[i]), "nearest_identity": j if j >= 0 else None,
-            "reference_faces": {"own": identities.references(int(own[i])), "nearest": identities.references(j)},
-            "thresholds": thresholds, "search": "exhaustive over all prototype centres",
+            "reason": "open_set", "angle_own_prototype_centre_deg": _r(angles.own_angle[i]),
+            "angle_nearest_other_centre_deg": _r(angles.other_angle[i]), "nearest_identity": j if j >= 0 else None,
+            "reference_faces": references(i, j), "thresholds": thresholds,
+            "search": "exhaustive over all prototype centres",
             "score_rule": "min(angle to own, angle to nearest other centre) - open_set_angle (degrees)",
         }
+        score = min(angles.own_angle[i], angles.other_angle[i]) - tau
         flags.append(FlagCandidate(NOISY, float(score), int(rows[i]), None, int(own[i]), None, "remove", None,
                                    evidence))
     for i in np.flatnonzero(closed_set):
-        score = theta_y[i] - theta_1[i] - margins.m1_deg
-        evidence = {"reason": "closed_set", "band": "noisy", **common(i),
+        evidence = {"reason": "closed_set", "band": "noisy", **banded_evidence(i),
                     "score_rule": "theta_y - theta_1 - |m1| (degrees)"}
-        flags.append(FlagCandidate(NOISY, float(score), int(rows[i]), None, int(own[i]), None, "relabel",
-                                   int(j_star[i]), evidence))
+        flags.append(FlagCandidate(NOISY, float(theta_y[i] - theta_1[i] - margins.m1_deg), int(rows[i]), None,
+                                   int(own[i]), None, "relabel", int(j_star[i]), evidence))
     for i in np.flatnonzero(hard):
-        score = theta_y[i] + margins.m_deg - theta_1[i]
-        reason = "noisy_band_unconfirmed" if band_noisy[i] else "margin_band"
-        evidence = {"reason": reason, "band": "noisy" if band_noisy[i] else "hard", **common(i),
+        evidence = {"reason": "noisy_band_unconfirmed" if band_noisy[i] else "margin_band",
+                    "band": "noisy" if band_noisy[i] else "hard", **banded_evidence(i),
                     "score_rule": "theta_y + m - theta_1 (degrees)"}
-        flags.append(FlagCandidate(HARD, float(score), int(rows[i]), None, int(own[i]), None, "keep", None, evidence))
+        flags.append(FlagCandidate(HARD, float(theta_y[i] + margins.m_deg - theta_1[i]), int(rows[i]), None,
+                                   int(own[i]), None, "keep", None, evidence))
     return flags

@@ -1,0 +1,89 @@
+"""bench/noise.py: the flag scoring and oracle review on hand-made flags, and a tiny end-to-end run
+on the real LFW split (skipped where ../shared/data/lfw is absent) whose JSON has the promised shape."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.mining import FlagCandidate
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "noise.py"
+PER_FACE = ("closed_set", "open_set", "low_norm")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    # bench/ is a folder of scripts, not a package.
+    spec = importlib.util.spec_from_file_location("bench_noise", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_truth(bench):
+    # Faces 0-3 of a, 4-5 of b, 6-7 a's split half; face 1 is b's (closed), face 4 an outsider (open).
+    kinds = ["clean", "closed", "clean", "clean", "open", "clean", "split", "split"]
+    given = ["a", "a", "a", "a", "b", "b", "a#split", "a#split"]
+    true = ["a", "b", "a", "a", None, "b", "a", "a"]
+    return bench.Truth(kinds, given, true, [("a", "a#split")])
+
+
+def flag(kind, index, score, suggestion="keep", target=None, label=None, other=None):
+    return FlagCandidate(kind, score, index, None, label, other, suggestion, target, {})
+
+
+def test_flags_are_scored_per_kind_against_the_ground_truth(bench):
+    truth = tiny_truth(bench)
+    a, b, split = (truth.class_names.index(n) for n in ("a", "b", "a#split"))
+    flags = [flag("noisy", 1, 5.0, "relabel", target=b), flag("noisy", 2, 1.0, "relabel", target=b),
+             flag("noisy", 4, 3.0, "remove"), flag("hard", 3, 1.0), flag("hard", 1, 0.5),
+             flag("duplicate_identity", None, 0.9, "merge", label=a, other=split),
+             flag("duplicate_identity", None, 0.5, "merge", label=a, other=b)]
+    result = bench.score_flags(flags, truth)
+    closed = result["closed_set"]
+    assert (closed["precision"], closed["recall"], closed["relabel_correct"]) == (0.5, 1.0, 1.0)
+    assert closed["auc"] == 1.0  # the closed face has the highest relabel score
+    assert result["open_set"]["f1"] == 1.0
+    assert result["hard"]["flagged"] == 2 and result["hard"]["precision"] == 0.5
+    assert result["duplicate_identity"] == {"found": 1, "false": 1, "planted": 1}
+
+
+def test_oracle_removes_open_relabels_closed_merges_true_pairs_and_rejects_the_rest(bench):
+    truth = tiny_truth(bench)
+    a, b, split = (truth.class_names.index(n) for n in ("a", "b", "a#split"))
+    flags = [flag("noisy", 1, 5.0, "relabel", target=a), flag("noisy", 4, 3.0, "remove"),
+             flag("noisy", 2, 1.0, "relabel", target=b),
+             flag("duplicate_identity", None, 0.9, "merge", label=a, other=split)]
+    corrected, rows, decisions = bench.oracle_review(flags, truth, np.arange(8))
+    assert decisions == {"removed": 1, "relabelled": 1, "merged": 1, "rejected": 1}
+    assert list(rows) == [0, 1, 2, 3, 5, 6, 7]
+    # Face 1 got its true label b (not the wrong suggestion a); the split half is a again.
+    assert corrected.given_names == ["a", "b", "a", "a", "b", "a", "a"]
+    assert set(corrected.kinds) == {"clean"} and not corrected.pairs
+
+
+@pytest.mark.slow
+def test_quick_run_prints_one_json_object_of_the_promised_shape(lfw_root, bench, capsys, tmp_path):
+    argv = ["--lfw", str(lfw_root), "--quick", "--limit-identities", "12", "--epochs", "1", "--size", "24",
+            "--batch-size", "32", "--work-dir", str(tmp_path)]
+    assert bench.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1, "the benchmark must print exactly one line: its JSON"
+    result = json.loads(lines[0])
+    for round_ in ("round1", "round2"):
+        for kind in PER_FACE:
+            assert {"precision", "recall", "f1", "auc"} <= set(result[round_][kind]), (round_, kind)
+        assert "relabel_correct" in result[round_]["closed_set"]
+        assert {"found", "false"} <= set(result[round_]["duplicate_identity"])
+        assert "flagged" in result[round_]["hard"]
+    f1 = result["round1"]["closed_set"]["f1"]
+    assert 0.0 <= f1 <= 1.0
+    for name in ("arcface_loss", "cleanlab"):
+        assert 0.0 <= result["baselines"][name]["f1"] <= 1.0
+        assert 0.0 <= result["baselines"][name]["auc"] <= 1.0
+    assert result["seconds"] > 0 and result["setup"]["epochs"] == [1, 1, 1]
+    assert (tmp_path / "noisy" / "ground_truth.jsonl").exists()
