@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ml.models.init import init_conv_bn
 from ml.models.iresnet import downsampled_size
 
 BOTTLENECK_SETTINGS: tuple[tuple[int, int, int, int], ...] = (
@@ -100,12 +101,7 @@ class MobileFaceNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gdc(self.expand(self.blocks(self.stem(x))))
