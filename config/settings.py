@@ -151,13 +151,15 @@ SPECTACULAR_SETTINGS = {"TITLE": "FaceClean API", "VERSION": "1.0.0", "SERVE_INC
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # Exchange tables; kombu's default is ./control under the working directory.
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # A round can train for hours: a message unacknowledged for less than this is not

@@ -2,11 +2,12 @@
 access function that checks the user's membership, so a view cannot forget the check.
 
 An object the user may not see is reported as missing (404), never as forbidden, so that
-ids of other datasets leak nothing.
+ids of other datasets leak nothing. `admin=True` asks for the dataset's admin role (start
+and cancel rounds, import, export, manage members): a reviewer gets 404 there too.
 """
 from django.http import Http404
 
-from .models import Dataset, Face, Membership
+from .models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
 
 
 def dataset_role(user, dataset_id: int) -> str | None:
@@ -22,9 +23,19 @@ def dataset_role(user, dataset_id: int) -> str | None:
     )
 
 
-def access_dataset(user, dataset_id: int, *, admin: bool = False) -> Dataset:
+def _allowed(user, dataset_id, admin: bool) -> bool:
     role = dataset_role(user, dataset_id)
-    if role is None or (admin and role != Membership.Role.ADMIN):
+    return role is not None and (not admin or role == Membership.Role.ADMIN)
+
+
+def _checked(obj, user, admin: bool, what: str):
+    if obj is None or not _allowed(user, obj.dataset_id, admin):
+        raise Http404(f"No such {what}")
+    return obj
+
+
+def access_dataset(user, dataset_id: int, *, admin: bool = False) -> Dataset:
+    if not _allowed(user, dataset_id, admin):
         raise Http404("No such dataset")
     try:
         return Dataset.objects.get(pk=dataset_id)
@@ -32,8 +43,42 @@ def access_dataset(user, dataset_id: int, *, admin: bool = False) -> Dataset:
         raise Http404("No such dataset") from None
 
 
-def access_face(user, face_id: int) -> Face:
-    face = Face.objects.select_related("source").filter(pk=face_id).first()
-    if face is None or dataset_role(user, face.dataset_id) is None:
-        raise Http404("No such face")
-    return face
+def access_face(user, face_id: int, *, admin: bool = False) -> Face:
+    face = Face.objects.select_related("source", "identity").filter(pk=face_id).first()
+    return _checked(face, user, admin, "face")
+
+
+def access_identity(user, identity_id: int, *, admin: bool = False) -> Identity:
+    identity = Identity.objects.select_related("merged_into").filter(pk=identity_id).first()
+    return _checked(identity, user, admin, "identity")
+
+
+def access_round(user, round_id: int, *, admin: bool = False) -> Round:
+    round_ = Round.objects.select_related("dataset").filter(pk=round_id).first()
+    return _checked(round_, user, admin, "round")
+
+
+def access_flag(user, flag_id: int, *, admin: bool = False) -> Flag:
+    flag = (
+        Flag.objects.select_related("round", "face", "face__identity", "suggested_identity",
+                                    "identity_a", "identity_b")
+        .filter(pk=flag_id).first()
+    )
+    if flag is None or not _allowed(user, flag.round.dataset_id, admin):
+        raise Http404("No such flag")
+    return flag
+
+
+def access_decision(user, decision_id: int, *, admin: bool = False) -> Decision:
+    decision = Decision.objects.filter(pk=decision_id).first()
+    return _checked(decision, user, admin, "decision")
+
+
+def access_job(user, job_id: int, *, admin: bool = True) -> Job:
+    """Jobs are admin work; an import job without a dataset yet is its creator's or staff's."""
+    job = Job.objects.filter(pk=job_id).first()
+    if job is not None and job.dataset_id is None:
+        if user.is_authenticated and (user.is_staff or job.created_by_id == user.pk):
+            return job
+        raise Http404("No such job")
+    return _checked(job, user, admin, "job")

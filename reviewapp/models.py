@@ -133,6 +133,9 @@ class Round(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # What the round page charts, written once when the round publishes: flags per kind,
+    # the feature-norm histogram and a sample of (theta_y, theta_1) points per sample class.
+    summary = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [
@@ -190,11 +193,21 @@ class Flag(models.Model):
         Identity, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    # A reviewer who took this flag in a batch; others skip it until the claim expires.
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
             # The review queue: flags of kind K in round R, highest score first (keyset on id).
             models.Index(fields=["round", "kind", "-score", "-id"], name="flag_queue"),
+            # The same, over open flags only: what a reviewer works through.
+            models.Index(
+                fields=["round", "kind", "-score", "-id"], name="flag_open_queue",
+                condition=models.Q(state="open"),
+            ),
             models.Index(fields=["face"], name="flag_face"),
         ]
         constraints = [
@@ -204,6 +217,37 @@ class Flag(models.Model):
                 name="flag_has_subject",
             )
         ]
+
+
+class Job(models.Model):
+    """A background job started from the browser (import, export): its state, and for an
+    export the file to download. The file is found from the job id, never from a request."""
+
+    class Kind(models.TextChoices):
+        IMPORT = "import"
+        EXPORT = "export"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    # An import creates its dataset: the job names it once it exists.
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True, default="")
+    # For exports: the file's name relative to settings.EXPORT_ROOT.
+    file = models.CharField(max_length=300, blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["dataset", "-id"], name="job_dataset")]
 
 
 class DecisionQuerySet(models.QuerySet):

@@ -4,7 +4,7 @@ import io
 import factory
 from PIL import Image
 
-from reviewapp.models import Dataset, Face, Identity, Membership, Source
+from reviewapp.models import Dataset, Face, Flag, Identity, Membership, Round, Source
 
 
 def jpeg_bytes(color=(120, 80, 60), size=(64, 64)) -> bytes:
@@ -57,3 +57,27 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
     dataset = factory.SubFactory(DatasetFactory)
     role = Membership.Role.REVIEWER
+
+
+class RoundFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Round
+
+    dataset = factory.SubFactory(DatasetFactory)
+    number = factory.Sequence(lambda n: n + 1)
+    method = Round.Method.ARCFACE
+    status = Round.Status.PUBLISHED
+
+
+class FlagFactory(factory.django.DjangoModelFactory):
+    """A noisy face flag suggesting a relabel; pass kind/suggestion/identity_a.. for others."""
+
+    class Meta:
+        model = Flag
+
+    face = factory.SubFactory(FaceFactory)
+    round = factory.SubFactory(RoundFactory, dataset=factory.SelfAttribute("..face.dataset"))
+    kind = Flag.Kind.NOISY
+    score = factory.Sequence(lambda n: 1.0 - (n % 1000) / 1000.0)
+    suggestion = Flag.Suggestion.REMOVE
+    evidence = factory.LazyFunction(lambda: {"theta_y": 81.0, "theta_1": 52.0, "norm": 21.5})

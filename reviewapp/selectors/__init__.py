@@ -1,7 +1,8 @@
-"""Reads. Views call these; nothing here writes."""
+"""Reads. Views call these; nothing here writes. One module per area: review (queues,
+face cards), identities (identity pages, search, history), manage (dataset stats, rounds, jobs)."""
 from django.db.models import Count, Q
 
-from .models import Dataset
+from ..models import Dataset
 
 
 def dataset_list(*, user):

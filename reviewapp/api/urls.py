@@ -1,0 +1,2 @@
+"""The JSON API (DRF) and its OpenAPI schema."""
+urlpatterns = []
