@@ -32,5 +32,16 @@ fi
 .venv/bin/celery -A config worker --loglevel INFO --concurrency 1 -Q default,rounds &
 worker=$!
 trap 'kill $worker 2>/dev/null || true' EXIT INT TERM
+
+# A first round so that there is something to review: it trains in the worker while the
+# app is already up (its page shows the progress). FACECLEAN_FIRST_ROUND=none skips it.
+first_round=${FACECLEAN_FIRST_ROUND:-arcface}
+dataset_name=$([ $# -ge 1 ] && basename "$folder" || echo sample)
+# The name travels in the environment, not in the code string: folder names are untrusted.
+if [ "$first_round" != none ] && ! DATASET_NAME="$dataset_name" $PY manage.py shell -c "
+import os, sys; from reviewapp.models import Round
+sys.exit(0 if Round.objects.filter(dataset__name=os.environ['DATASET_NAME']).exists() else 1)" 2>/dev/null; then
+  $PY manage.py run_round --dataset "$dataset_name" --method "$first_round" || true
+fi
 echo "FaceClean: http://127.0.0.1:$PORT/  (admin password in var/admin-password.txt)"
 $PY manage.py runserver "127.0.0.1:$PORT"
