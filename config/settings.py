@@ -100,6 +100,15 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Cached page counts and chart bytes. With several web processes (a cluster) point
+# CACHE_URL at Redis so that they share one cache; the default is per process.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL.startswith(("redis://", "rediss://"))
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -175,6 +184,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"reviewapp.tasks_rounds.*": {"queue": "rounds"}}
 # A running round whose heartbeat is older than this may be claimed by another worker.
 ROUND_STALE_SECONDS = int(os.environ.get("ROUND_STALE_SECONDS", "120"))
+# A background job (import, export) whose heartbeat is older than this is reported dead.
+JOB_STALE_SECONDS = int(os.environ.get("JOB_STALE_SECONDS", "60"))
 # A round that killed its worker this many times is failed instead of retried.
 ROUND_MAX_ATTEMPTS = int(os.environ.get("ROUND_MAX_ATTEMPTS", "3"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")

@@ -194,15 +194,31 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
     heartbeat.check()
     heartbeat.update(unreadable=int((~readable).sum()))
     started = time.monotonic()
+    mining_config = round_mining_config(round_.config)
     candidates = mine(embeddings=embeddings, labels=faces.labels, stats=stats, norms=norms, active=readable,
-                      config=round_mining_config(round_.config))
+                      config=mining_config)
     heartbeat.update(percent=100.0, mining_s=round(time.monotonic() - started, 2))
     heartbeat.check()
+    summary = _chart_summary(faces, embeddings, norms, stats, readable, candidates, mining_config)
     published = round_publish(round_id=round_.pk, worker=worker, candidates=candidates,
                               index_to_face=faces.face_ids, class_to_identity=faces.identity_ids,
-                              progress=heartbeat.progress)
+                              progress=heartbeat.progress, summary=summary)
     if published is None:
         raise RoundStopped
+
+
+def _chart_summary(faces: RoundFaces, embeddings, norms, stats, readable, candidates, mining_config) -> dict:
+    """The round page's chart data (ml.mining.summary). Charts are a view on the flags, not
+    the flags: when they cannot be computed the round still publishes, saying why."""
+    from ml.mining.summary import round_summary
+
+    try:
+        return round_summary(labels=faces.labels, stats=stats, embeddings=embeddings, norms=norms, active=readable,
+                             candidates=candidates, margin=mining_config.margin,
+                             margin_m1=mining_config.margin_m1)
+    except Exception as exc:
+        log.exception("round summary failed")
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _training_set(round_: Round, run_dir: Path) -> RoundFaces:

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET
 
 from . import selectors
 from .access import access_face
+from .selectors.manage import can_import
 from .services.images import face_image_bytes, face_thumbnail_bytes
 
 _IMAGE_CACHE = "private, max-age=86400"
@@ -13,7 +14,8 @@ _IMAGE_CACHE = "private, max-age=86400"
 
 @require_GET
 def dataset_list(request):
-    return render(request, "datasets.html", {"datasets": selectors.dataset_list(user=request.user)})
+    return render(request, "datasets.html", {"datasets": selectors.dataset_list(user=request.user),
+                                             "can_import": can_import(request.user)})
 
 
 @require_GET

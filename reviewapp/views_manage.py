@@ -1,19 +1,277 @@
-"""Dataset page, rounds (start, cancel, progress, charts), background jobs and members."""
-from django.http import HttpResponse
+"""Dataset page, rounds (start, cancel, progress, charts), background jobs and members.
+
+Every object comes through reviewapp.access; admin actions ask for admin=True, so a reviewer
+gets 404 there. Forms are plain POSTs that redirect (they work without JavaScript); the round
+progress and job fragments are polled by htmx while their work runs and answer without
+hx-trigger once it has ended, which stops the polling.
+"""
+import json
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .access import access_dataset, access_job, access_round, dataset_role
+from .models import Membership, Round
+from .selectors import manage as selectors
+from .services import jobs as job_services
+from .services import members as member_services
+from .services import rounds as round_services
 
 
-def _todo(request, **kwargs):
-    return HttpResponse("Not built yet", status=501)
+# -- forms ------------------------------------------------------------------------------------------
+
+class RoundStartForm(forms.Form):
+    method = forms.ChoiceField(choices=Round.Method.choices, initial=Round.Method.ARCFACE)
+    epochs = forms.IntegerField(required=False, min_value=1, max_value=1000,
+                                widget=forms.NumberInput(attrs={"placeholder": "method default"}))
+    batch_size = forms.IntegerField(required=False, min_value=1, max_value=8192,
+                                    widget=forms.NumberInput(attrs={"placeholder": "method default"}))
+    embeddings = forms.CharField(required=False, max_length=1000,
+                                 widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/embeddings.npy"}))
+    norms = forms.CharField(required=False, max_length=1000)
+    config = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=20_000,
+                             help_text='more settings as a JSON object, e.g. {"mining": {"open_set_angle": 75}}')
+
+    def clean_config(self):
+        text = self.cleaned_data["config"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        if not isinstance(value, dict):
+            raise forms.ValidationError("the settings must be a JSON object { ... }")
+        return value
+
+    def round_config(self) -> dict:
+        """The number and path fields laid over the JSON settings."""
+        config = dict(self.cleaned_data["config"])
+        for key in ("epochs", "batch_size", "embeddings", "norms"):
+            value = self.cleaned_data.get(key)
+            if value not in (None, ""):
+                config[key] = value
+        return config
 
 
-dataset_import = _todo
-dataset_detail = _todo
-dataset_members = _todo
-round_start = _todo
-export_start = _todo
-round_detail = _todo
-round_progress = _todo
-round_cancel = _todo
-round_chart = _todo
-job_detail = _todo
-job_download = _todo
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[("list", "file list (.txt)"), ("recordio", "RecordIO (.rec)")],
+                               initial="list")
+
+
+class ImportForm(forms.Form):
+    path = forms.CharField(max_length=1000, help_text="inside the data root; relative paths start there")
+    name = forms.CharField(max_length=200, label="Dataset name")
+    format = forms.ChoiceField(choices=[("folder", "folder: <identity>/<image>"),
+                                        ("list", "file list: path label"),
+                                        ("recordio", "InsightFace RecordIO (.rec)")])
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+def _is_admin(user, dataset_id: int) -> bool:
+    return dataset_role(user, dataset_id) == Membership.Role.ADMIN
+
+
+def _dataset_page(request, dataset, *, round_form=None, export_form=None, status=200):
+    admin = _is_admin(request.user, dataset.pk)
+    context = {
+        "dataset": dataset,
+        "is_admin": admin,
+        "stats": selectors.dataset_stats(dataset=dataset),
+        "rounds": selectors.dataset_rounds(dataset=dataset),
+        "active_round": selectors.active_round(dataset=dataset),
+        "jobs": [selectors.job_view(job=job) for job in selectors.dataset_jobs(dataset=dataset)] if admin else [],
+        "round_form": round_form or RoundStartForm(),
+        "export_form": export_form or ExportForm(),
+        "data_root": settings.DATA_ROOT,
+    }
+    return render(request, "manage/dataset.html", context, status=status)
+
+
+def _redirect(request, url: str):
+    """A redirect that htmx follows as a page load (HX-Redirect) and browsers as a 302."""
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+
+@require_GET
+def dataset_detail(request, dataset_id: int):
+    return _dataset_page(request, access_dataset(request.user, dataset_id))
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_import(request):
+    if not selectors.can_import(request.user):
+        raise Http404("No such page")
+    form = ImportForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                job = job_services.job_import_start(path=form.cleaned_data["path"], name=form.cleaned_data["name"],
+                                                    fmt=form.cleaned_data["format"], user=request.user)
+            except ValueError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Import of {job.params['name']} queued.")
+                return redirect("job-detail", job_id=job.pk)
+        status = 400
+    jobs = [selectors.job_view(job=job) for job in selectors.import_jobs(user=request.user)]
+    return render(request, "manage/import.html",
+                  {"form": form, "data_root": settings.DATA_ROOT, "jobs": jobs}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def dataset_members(request, dataset_id: int):
+    dataset = access_dataset(request.user, dataset_id, admin=True)
+    if request.method == "POST":
+        try:
+            if request.POST.get("action") == "remove":
+                membership_id = request.POST.get("membership", "")
+                if not membership_id.isdigit():
+                    raise Membership.DoesNotExist
+                member_services.membership_remove(dataset=dataset, membership_id=int(membership_id), by=request.user)
+                messages.success(request, "Member removed.")
+            else:
+                form = MemberForm(request.POST)
+                if not form.is_valid():
+                    raise ValueError("give a user name and a role")
+                membership = member_services.membership_set(
+                    dataset=dataset, username=form.cleaned_data["username"], role=form.cleaned_data["role"],
+                    by=request.user)
+                messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
+        except (TypeError, Membership.DoesNotExist):  # no or a foreign membership id
+            messages.error(request, "That member is not in this dataset.")
+        except ValueError as exc:  # unknown user or role, the last admin
+            messages.error(request, str(exc))
+        return redirect("dataset-members", dataset_id=dataset.pk)
+    return render(request, "manage/members.html", {
+        "dataset": dataset, "memberships": selectors.dataset_memberships(dataset=dataset),
+        "form": MemberForm(initial={"role": Membership.Role.REVIEWER}), "roles": Membership.Role.choices,
+    })
+
+
+@require_POST
+def export_start(request, dataset_id: int):
+    dataset = access_dataset(request.user, dataset_id, admin=True)
+    form = ExportForm(request.POST)
+    if not form.is_valid():
+        return _dataset_page(request, dataset, export_form=form, status=400)
+    job = job_services.job_export_start(dataset=dataset, user=request.user, fmt=form.cleaned_data["format"])
+    if request.htmx:
+        return render(request, "manage/_job.html", {"view": selectors.job_view(job=job)})
+    return redirect("job-detail", job_id=job.pk)
+
+
+# -- rounds -----------------------------------------------------------------------------------------
+
+@require_POST
+def round_start(request, dataset_id: int):
+    dataset = access_dataset(request.user, dataset_id, admin=True)
+    form = RoundStartForm(request.POST)
+    if not form.is_valid():
+        return _dataset_page(request, dataset, round_form=form, status=400)
+    try:
+        round_ = round_services.round_start(dataset=dataset, method=form.cleaned_data["method"],
+                                            config=form.round_config(), user=request.user,
+                                            data_root=settings.DATA_ROOT)
+    except ValueError as exc:
+        form.add_error(None, str(exc))
+        return _dataset_page(request, dataset, round_form=form, status=400)
+    except round_services.RoundConflict as exc:
+        messages.error(request, f"A round is already under way, so none was started: {exc}.")
+        return _dataset_page(request, dataset, round_form=form, status=409)
+    messages.success(request, f"Round {round_.number} queued.")
+    return _redirect(request, reverse("round-detail", args=[round_.pk]))
+
+
+def _round_context(round_, *, oob: bool = False) -> dict:
+    return {"round": round_, "progress": selectors.round_progress(round_=round_), "oob": oob,
+            "charts": selectors.CHARTS, "flag_rows": selectors.round_flag_rows(round_=round_)}
+
+
+@require_GET
+def round_detail(request, round_id: int):
+    round_ = access_round(request.user, round_id)
+    previous, following = selectors.round_neighbours(round_=round_)
+    context = _round_context(round_) | {
+        "dataset": round_.dataset, "is_admin": _is_admin(request.user, round_.dataset_id),
+        "previous": previous, "following": following,
+        "config_text": json.dumps(round_.config, indent=2, sort_keys=True),
+    }
+    return render(request, "manage/round.html", context)
+
+
+@require_GET
+def round_progress(request, round_id: int):
+    round_ = access_round(request.user, round_id)
+    context = _round_context(round_, oob=round_.status not in round_services.ACTIVE)
+    context["is_admin"] = _is_admin(request.user, round_.dataset_id)
+    return render(request, "manage/_round_progress.html", context)
+
+
+@require_POST
+def round_cancel(request, round_id: int):
+    round_ = access_round(request.user, round_id, admin=True)
+    try:
+        round_ = round_services.round_cancel(round_id=round_.pk, user=request.user)
+        messages.success(request, f"Round {round_.number} cancelled.")
+    except round_services.RoundConflict as exc:
+        messages.warning(request, f"Nothing to cancel: {exc}.")
+        round_.refresh_from_db()
+    if request.htmx:
+        context = _round_context(round_, oob=True) | {"is_admin": True, "messages_oob": True}
+        return render(request, "manage/_round_progress.html", context)
+    return redirect("round-detail", round_id=round_.pk)
+
+
+@require_GET
+def round_chart(request, round_id: int, chart: str):
+    round_ = access_round(request.user, round_id)
+    if chart not in selectors.CHARTS:
+        raise Http404("No such chart")
+    response = HttpResponse(selectors.round_chart_svg(round_=round_, chart=chart), content_type="image/svg+xml")
+    # An SVG opened on its own must not run anything.
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+    published = round_.status == Round.Status.PUBLISHED
+    response["Cache-Control"] = "private, max-age=86400" if published else "no-cache"
+    return response
+
+
+# -- jobs -------------------------------------------------------------------------------------------
+
+@require_GET
+def job_detail(request, job_id: int):
+    job = access_job(request.user, job_id)
+    view = selectors.job_view(job=job_services.job_check(job_id=job.pk))
+    template = "manage/_job.html" if request.htmx else "manage/job.html"
+    return render(request, template, {"view": view, "dataset": view.job.dataset})
+
+
+@require_GET
+def job_download(request, job_id: int):
+    job = access_job(request.user, job_id)
+    try:
+        part = int(request.GET.get("part", 0))
+    except ValueError:
+        raise Http404("No such file") from None
+    path = job_services.export_file(job, part)
+    if path is None:
+        raise Http404("No such file")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -60,16 +60,47 @@ def _actor(user) -> str:
 
 # -- life cycle -----------------------------------------------------------------------------------
 
+# Training settings that name files: never taken from a browser (the round reads its faces
+# from the database anyway).
+_PATH_SETTINGS = ("path", "root", "labels")
+
+
+def confine_round_config(method: str, config: dict | None, data_root) -> dict:
+    """A round configuration from the web: the "embeddings" method's files (relative paths
+    are taken from data_root) must resolve, symlinks followed, inside data_root; training
+    settings naming files are refused. ValueError with the reason otherwise."""
+    from .jobs import path_under_root
+
+    if config is not None and not isinstance(config, dict):
+        raise ValueError("the round configuration must be a JSON object")
+    config = dict(config or {})
+    if method == Round.Method.EMBEDDINGS:
+        for key in ("embeddings", "norms"):
+            if key in config:
+                config[key] = str(path_under_root(str(config[key]), data_root, what=key))
+        return config
+    data = config.get("data")
+    if isinstance(data, dict):
+        named = sorted(key for key in data if key in _PATH_SETTINGS)
+        if named:
+            raise ValueError(f"data.{named[0]} cannot be set from the browser: a round trains on the "
+                             "dataset's faces as they are in the database")
+    return config
+
+
 @transaction.atomic
 def round_start(*, dataset: Dataset, method: str, config: dict | None = None, user=None,
-                enqueue: bool = True) -> Round:
+                enqueue: bool = True, data_root=None) -> Round:
     """Queue round number N+1 of `dataset` and, once committed, its task on the rounds queue.
 
     Raises ValueError for a bad method or configuration, RoundConflict when a round of the
     dataset is already queued or running. enqueue=False leaves running it to the caller
-    (`run_round --inline`)."""
+    (`run_round --inline`). data_root (given for rounds started from the browser): file
+    paths in the configuration must lie under it (confine_round_config)."""
     if method not in Round.Method.values:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(Round.Method.values)}")
+    if data_root is not None:
+        config = confine_round_config(method, config, data_root)
     config = clean_round_config(method, config)
     # Serialises concurrent starts on one dataset (Postgres); the unique number is the backstop.
     Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
@@ -162,23 +193,53 @@ class _NotPublishable(Exception):
 
 
 def round_publish(*, round_id: int, worker: str, candidates: Iterable[Any], index_to_face: Sequence[int],
-                  class_to_identity: Sequence[int], progress: dict | None = None) -> int | None:
+                  class_to_identity: Sequence[int], progress: dict | None = None,
+                  summary: dict | None = None) -> int | None:
     """Turn mining candidates into the round's flags and mark it published, in one transaction.
 
     Only `worker`'s round in status mining that has no flags yet is published, so it happens
     exactly once. Candidates the reviewers have already answered (see decided_questions) are
     dropped. index_to_face maps dataset index -> Face id, class_to_identity class id ->
     Identity id; `progress`, the worker's last progress, is kept on the row with the flag counts.
+    `summary` (ml.mining.summary.round_summary's chart data) is stored as Round.summary with
+    the published flags per kind and the previous published round's, in the same transaction.
     Returns the number of flags written, or None when nothing was published."""
     try:
         return _publish(round_id, worker, list(candidates), np.asarray(index_to_face),
-                        np.asarray(class_to_identity), progress)
+                        np.asarray(class_to_identity), progress, summary)
     except _NotPublishable:
         return None
 
 
+def _kind_counts(flags: Iterable[Flag]) -> dict[str, int]:
+    counts = {kind: 0 for kind in Flag.Kind.values}
+    for flag in flags:
+        counts[flag.kind] += 1
+    return counts
+
+
+def _previous_counts(round_: Round) -> dict | None:
+    """The flags per kind of the dataset's latest published round before `round_`: one GROUP BY
+    over that round's flags (the flag_queue index leads with round)."""
+    previous = (Round.objects.filter(dataset_id=round_.dataset_id, status=PUBLISHED, number__lt=round_.number)
+                .order_by("-number").values("pk", "number").first())
+    if previous is None:
+        return None
+    counts = {kind: 0 for kind in Flag.Kind.values}
+    for row in Flag.objects.filter(round_id=previous["pk"]).values("kind").annotate(n=Count("pk")).order_by():
+        counts[row["kind"]] = row["n"]
+    return {"round": previous["number"], "flags": counts}
+
+
+def _round_summary(round_: Round, summary: dict | None, kept: list[Flag], dropped: int) -> dict:
+    summary = json_safe(dict(summary or {}))
+    summary["mined"] = summary.pop("flags", None)
+    summary.update(flags=_kind_counts(kept), already_decided=dropped, previous=_previous_counts(round_))
+    return summary
+
+
 @transaction.atomic
-def _publish(round_id, worker, candidates, index_to_face, class_to_identity, progress) -> int:
+def _publish(round_id, worker, candidates, index_to_face, class_to_identity, progress, summary=None) -> int:
     round_ = Round.objects.select_for_update().filter(
         pk=round_id, worker=worker, status=Round.Status.MINING).first()
     if round_ is None or Flag.objects.filter(round_id=round_id).exists():
@@ -190,7 +251,8 @@ def _publish(round_id, worker, candidates, index_to_face, class_to_identity, pro
     progress = {**(round_.progress if progress is None else progress), "stage": PUBLISHED, "percent": 100.0,
                 "flags": len(kept), "already_decided": len(flags) - len(kept)}
     updated = Round.objects.filter(pk=round_id, worker=worker, status=Round.Status.MINING).update(
-        status=PUBLISHED, finished_at=now, heartbeat_at=now, progress=progress)
+        status=PUBLISHED, finished_at=now, heartbeat_at=now, progress=progress,
+        summary=_round_summary(round_, summary, kept, len(flags) - len(kept)))
     if not updated:
         raise _NotPublishable
     Flag.objects.bulk_create(kept, batch_size=5000)

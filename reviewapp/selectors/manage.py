@@ -1,0 +1,433 @@
+"""Reads for the dataset page, rounds, jobs and members.
+
+Counts stay cheap on a million faces: one aggregate query per table, cached under a key that
+changes whenever they can change (the dataset's latest Decision id, since every label and
+flag decision appends one, plus its latest round's id and status), so a page view normally
+costs a couple of index lookups.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.core.cache import cache
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
+from ..services.jobs import heartbeat_age, stale_seconds
+from ..services.rounds import ACTIVE
+
+STATS_CACHE_SECONDS = 600
+STAGES = (Round.Status.QUEUED, Round.Status.TRAINING, Round.Status.EXTRACTING, Round.Status.MINING,
+          Round.Status.PUBLISHED)
+KIND_ORDER = list(Flag.Kind.values)
+
+
+@dataclass
+class DatasetStats:
+    faces: int = 0
+    active: int = 0
+    removed: int = 0
+    relabelled: int = 0
+    identities: int = 0
+    merged_identities: int = 0
+    latest_round: int | None = None       # number of the latest published round
+    open_flags: dict = field(default_factory=dict)   # kind -> open flags in that round
+    noisy_confirmed: int = 0              # decided noisy flags (all rounds) that were noise
+    noisy_rejected: int = 0
+    confirmation_rate: float | None = None
+    estimated_noisy: float = 0.0
+    noise_rate: float | None = None
+
+    @property
+    def open_total(self) -> int:
+        return sum(self.open_flags.values())
+
+    @property
+    def open_flag_rows(self) -> list[tuple[str, str, int]]:
+        labels = dict(Flag.Kind.choices)
+        return [(kind, labels[kind], self.open_flags.get(kind, 0)) for kind in KIND_ORDER]
+
+    @property
+    def noise_percent(self) -> float | None:
+        return None if self.noise_rate is None else 100.0 * self.noise_rate
+
+    @property
+    def noisy_decided(self) -> int:
+        return self.noisy_confirmed + self.noisy_rejected
+
+
+def _stats_key(dataset: Dataset) -> str:
+    """Changes with every decision (the latest Decision id) and every round status change;
+    created_at tells a dataset from an earlier one that had the same id."""
+    last_decision = (Decision.objects.filter(dataset_id=dataset.pk).order_by("-id")
+                     .values_list("id", flat=True).first())
+    latest = Round.objects.filter(dataset_id=dataset.pk).order_by("-number").values_list("pk", "status").first()
+    latest = "-".join(map(str, latest)) if latest else "none"
+    return f"faceclean:dataset-stats:v1:{dataset.pk}:{dataset.created_at.timestamp()}:{last_decision}:{latest}"
+
+
+def dataset_stats(*, dataset: Dataset) -> DatasetStats:
+    key = _stats_key(dataset)
+    stats = cache.get(key)
+    if stats is None:
+        stats = _compute_stats(dataset.pk)
+        cache.set(key, stats, STATS_CACHE_SECONDS)
+    return stats
+
+
+def _compute_stats(dataset_id: int) -> DatasetStats:
+    s = DatasetStats()
+    faces = Face.objects.filter(dataset_id=dataset_id).aggregate(
+        faces=Count("pk"),
+        removed=Count("pk", filter=Q(status=Face.Status.REMOVED)),
+        # Moved by a merge is not a wrong label of that face: merges count as identities.
+        relabelled=Count("pk", filter=Q(status=Face.Status.ACTIVE) & ~Q(identity_id=F("original_identity_id"))
+                         & Q(original_identity__merged_into__isnull=True)),
+    )
+    s.faces, s.removed, s.relabelled = faces["faces"], faces["removed"], faces["relabelled"]
+    s.active = s.faces - s.removed
+    identities = Identity.objects.filter(dataset_id=dataset_id).aggregate(
+        total=Count("pk"), merged=Count("pk", filter=Q(merged_into__isnull=False)))
+    s.identities, s.merged_identities = identities["total"] - identities["merged"], identities["merged"]
+    latest = (Round.objects.filter(dataset_id=dataset_id, status=Round.Status.PUBLISHED)
+              .order_by("-number").values("pk", "number").first())
+    if latest is not None:
+        s.latest_round = latest["number"]
+        rows = (Flag.objects.filter(round_id=latest["pk"], state=Flag.State.OPEN)
+                .values("kind").annotate(n=Count("pk")).order_by())
+        s.open_flags = {row["kind"]: row["n"] for row in rows}
+    decided = (Flag.objects.filter(round__dataset_id=dataset_id, kind=Flag.Kind.NOISY)
+               .exclude(state=Flag.State.OPEN).values("state").annotate(n=Count("pk")).order_by())
+    for row in decided:
+        if row["state"] == Flag.State.REJECTED:
+            s.noisy_rejected += row["n"]
+        else:  # confirmed, or decided otherwise (relabelled elsewhere, removed): noise either way
+            s.noisy_confirmed += row["n"]
+    if s.noisy_decided:
+        s.confirmation_rate = s.noisy_confirmed / s.noisy_decided
+    rate = 1.0 if s.confirmation_rate is None else s.confirmation_rate
+    s.estimated_noisy = s.open_flags.get(Flag.Kind.NOISY, 0) * rate + s.removed + s.relabelled
+    s.noise_rate = s.estimated_noisy / s.faces if s.faces else None
+    return s
+
+
+def dataset_rounds(*, dataset: Dataset, limit: int = 20) -> list[Round]:
+    return list(Round.objects.filter(dataset=dataset).order_by("-number")
+                .only("pk", "number", "status", "method", "created_at", "finished_at", "progress", "dataset_id")
+                [:limit])
+
+
+def active_round(*, dataset: Dataset) -> Round | None:
+    return Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("number").first()
+
+
+def dataset_jobs(*, dataset: Dataset, limit: int = 5) -> list[Job]:
+    return list(Job.objects.filter(dataset=dataset).order_by("-id")[:limit])
+
+
+def import_jobs(*, user, limit: int = 10) -> list[Job]:
+    """The user's latest imports (staff see everyone's)."""
+    jobs = Job.objects.filter(kind=Job.Kind.IMPORT).select_related("dataset", "created_by").order_by("-id")
+    if not user.is_staff:
+        jobs = jobs.filter(created_by=user)
+    return list(jobs[:limit])
+
+
+def can_import(user) -> bool:
+    """Staff, or an admin of some dataset, may import a new dataset from the data root."""
+    return bool(user.is_authenticated and (
+        user.is_staff or Membership.objects.filter(user=user, role=Membership.Role.ADMIN).exists()))
+
+
+def dataset_memberships(*, dataset: Dataset) -> list[Membership]:
+    return list(Membership.objects.filter(dataset=dataset).select_related("user")
+                .order_by("role", "user__username"))
+
+
+# -- rounds -----------------------------------------------------------------------------------------
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(float(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+@dataclass
+class RoundProgress:
+    round: Round
+    active: bool
+    stage: str
+    percent: float
+    eta: str
+    samples_per_s: str
+    heartbeat: str
+    stages: list = field(default_factory=list)   # (name, state: done|current|todo)
+    stalled: bool = False
+
+
+def round_progress(*, round_: Round) -> RoundProgress:
+    progress = round_.progress or {}
+    active = round_.status in ACTIVE
+    stage = progress.get("stage") or round_.status
+    percent = float(progress.get("percent") or 0.0)
+    if round_.status == Round.Status.PUBLISHED:
+        percent = 100.0
+    rate = progress.get("samples_per_s")
+    heartbeat, stalled = "—", False
+    if round_.heartbeat_at is not None:
+        age = (timezone.now() - round_.heartbeat_at).total_seconds()
+        heartbeat = f"{_duration(max(age, 0))} ago"
+        stalled = active and round_.status != Round.Status.QUEUED and age > 30
+    order = [str(s) for s in STAGES]
+    current = order.index(round_.status) if round_.status in order else None
+    if current is None:  # failed or cancelled: where it was when it ended
+        current = order.index(stage) if stage in order else 0
+    stages = []
+    for i, name in enumerate(order):
+        state = "done" if i < current else "current" if i == current else "todo"
+        if name == Round.Status.PUBLISHED and round_.status == Round.Status.PUBLISHED:
+            state = "done"
+        stages.append((name, state))
+    return RoundProgress(
+        round=round_, active=active, stage=stage, percent=round(min(max(percent, 0.0), 100.0), 1),
+        eta=_duration(progress.get("eta_s")) if active else "—",
+        samples_per_s=f"{float(rate):,.1f}" if isinstance(rate, (int, float)) and active else "—",
+        heartbeat=heartbeat, stages=stages, stalled=stalled,
+    )
+
+
+def round_neighbours(*, round_: Round) -> tuple[Round | None, Round | None]:
+    """(previous, next) rounds of the same dataset."""
+    rounds = Round.objects.filter(dataset_id=round_.dataset_id)
+    previous = rounds.filter(number__lt=round_.number).order_by("-number").first()
+    following = rounds.filter(number__gt=round_.number).order_by("number").first()
+    return previous, following
+
+
+def round_flag_rows(*, round_: Round) -> list[dict]:
+    """Per kind: flags published, the previous round's, the change, and how many are open now."""
+    summary = round_.summary or {}
+    published = summary.get("flags") or {}
+    previous = (summary.get("previous") or {}).get("flags")
+    labels = dict(Flag.Kind.choices)
+    rows = []
+    for kind in KIND_ORDER:
+        now = int(published.get(kind, 0))
+        before = None if previous is None else int(previous.get(kind, 0))
+        rows.append({"kind": kind, "label": labels[kind], "flags": now, "previous": before,
+                     "change": None if before is None else now - before})
+    return rows
+
+
+# -- jobs -------------------------------------------------------------------------------------------
+
+@dataclass
+class JobView:
+    job: Job
+    active: bool
+    message: str
+    files: list = field(default_factory=list)  # (part index, file name)
+
+
+def job_view(*, job: Job) -> JobView:
+    result = job.result or {}
+    active = job.status in (Job.Status.QUEUED, Job.Status.RUNNING)
+    message = ""
+    if job.status == Job.Status.QUEUED:
+        waited = (timezone.now() - job.created_at).total_seconds()
+        message = "Waiting for a worker."
+        if waited > stale_seconds():
+            message = (f"Still waiting for a worker after {_duration(waited)}: is a Celery worker serving the "
+                       "default queue running?")
+    elif job.status == Job.Status.RUNNING:
+        progress = result.get("progress") or {}
+        message = "Running."
+        if progress.get("stage"):
+            total = progress.get("total")
+            message = f"Running: {progress['stage']} {progress.get('done', 0):,}" + (
+                f" of {total:,}" if total else "")
+        age = heartbeat_age(job)
+        if age is not None and age > stale_seconds() / 2:
+            message += f" No word from its worker for {_duration(age)}."
+    files = [(i, str(name).rsplit("/", 1)[-1]) for i, name in enumerate(result.get("files") or [])]
+    return JobView(job=job, active=active, message=message, files=files)
+
+
+def started_ago(moment: datetime | None) -> str:
+    return "—" if moment is None else f"{_duration((timezone.now() - moment).total_seconds())} ago"
+
+
+# -- charts (server-side SVG from Round.summary) ----------------------------------------------------
+
+CHARTS = {
+    "angles": "θ_y against θ_(1)",
+    "norms": "Feature norms",
+    "flags": "Flags per kind",
+    "change": "Change from the previous round",
+}
+BAND_COLOURS = (("easy", "#2a9d8f"), ("hard", "#e0a800"), ("noisy", "#d62828"))
+KIND_COLOURS = {"noisy": "#d62828", "hard": "#e0a800", "low_norm": "#5b6c8f",
+                "duplicate_identity": "#7b4fa0", "near_duplicate": "#2a9d8f"}
+CHART_CACHE_SECONDS = 24 * 3600
+
+
+def _placeholder(title: str, text: str) -> bytes:
+    from django.utils.html import escape
+
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="640" height="400" viewBox="0 0 640 400">'
+        '<rect x="1" y="1" width="638" height="398" rx="8" fill="#fafafa" stroke="#d0d0d0" stroke-dasharray="6 4"/>'
+        f'<text x="320" y="185" text-anchor="middle" font-family="system-ui, sans-serif" font-size="20" '
+        f'fill="#444">{escape(title)}</text>'
+        f'<text x="320" y="220" text-anchor="middle" font-family="system-ui, sans-serif" font-size="15" '
+        f'fill="#777">{escape(text)}</text></svg>'
+    ).encode()
+
+
+def _why_no_chart(round_: Round, chart: str) -> str | None:
+    summary = round_.summary or {}
+    if round_.status in ACTIVE:
+        return "Charts appear when the round publishes."
+    if round_.status != Round.Status.PUBLISHED:
+        return f"The round {round_.get_status_display()}: it has no charts."
+    if not summary:
+        return "This round was published without chart data."
+    if summary.get("error"):
+        return "The chart data could not be computed (see the worker log)."
+    if chart == "angles" and not summary.get("angles"):
+        return "No angles: the round had no statistics or embeddings to measure."
+    if chart == "norms" and not summary.get("norms"):
+        return "No feature norms: the embeddings came without norms."
+    if chart == "change" and not summary.get("previous"):
+        return "The first published round: nothing to compare with."
+    return None
+
+
+def round_chart_svg(*, round_: Round, chart: str) -> bytes:
+    """The chart as SVG bytes, or a placeholder that says why there is none. A published
+    round's charts never change, so their bytes are cached."""
+    why = _why_no_chart(round_, chart)
+    if why is not None:
+        return _placeholder(CHARTS[chart], why)
+    key = f"faceclean:round-chart:v1:{round_.pk}:{round_.created_at.timestamp()}:{chart}"
+    svg = cache.get(key)
+    if svg is None:
+        svg = _render(chart, round_.summary)
+        cache.set(key, svg, CHART_CACHE_SECONDS)
+    return svg
+
+
+def _render(chart: str, summary: dict) -> bytes:
+    import io
+
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    style = {"svg.fonttype": "none", "svg.hashsalt": "faceclean", "font.size": 10,
+             "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold",
+             "axes.titlesize": 11}
+    with matplotlib.rc_context(style):
+        figure = Figure(figsize=(6.4, 4.0), layout="constrained")
+        axes = figure.add_subplot()
+        {"angles": _angles, "norms": _norms, "flags": _flags, "change": _change}[chart](axes, summary)
+        out = io.BytesIO()
+        figure.savefig(out, format="svg", dpi=110, metadata={"Date": None})
+    return out.getvalue()
+
+
+def _angles(ax, summary: dict) -> None:
+    import numpy as np
+
+    angles = summary["angles"]
+    ty = np.array([np.nan if v is None else v for v in angles["theta_y"]], dtype=float)
+    t1 = np.array([np.nan if v is None else v for v in angles["theta_1"]], dtype=float)
+    band = np.array(angles["band"], dtype=int)
+    counts = angles.get("counts") or {}
+    for code, (name, colour) in enumerate(BAND_COLOURS):
+        mask = band == code
+        ax.scatter(ty[mask], t1[mask], s=7, c=colour, alpha=0.65, linewidths=0, rasterized=True,
+                   label=f"{name} ({counts.get(name, int(mask.sum())):,})")
+    finite = np.concatenate([ty[np.isfinite(ty)], t1[np.isfinite(t1)]])
+    low, high = (float(finite.min()) - 3, float(finite.max()) + 3) if len(finite) else (0, 90)
+    line = np.array([low, high])
+    m, m1 = angles.get("margin_deg") or 0.0, angles.get("margin_m1_deg") or 0.0
+    ax.plot(line, line + m, color="#2a9d8f", lw=1, ls="--", label=f"θ(1) = θy + m ({m:.0f}°)")
+    ax.plot(line, line - m1, color="#d62828", lw=1, ls="--", label=f"θ(1) = θy − |m1| ({m1:.0f}°)")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_xlabel("θy: angle to its own identity (degrees)")
+    ax.set_ylabel("θ(1): angle to nearest other identity (°)")
+    shown = len(band)
+    total = sum(counts.values()) if counts else shown
+    basis = "the trained head" if angles.get("source") == "head" else "identity centres of the embeddings"
+    ax.set_title(f"θy against θ(1), from {basis}")
+    note = (f"{shown:,} of {total:,} faces shown, rare bands kept whole; legend counts all"
+            if shown < total else f"all {shown:,} faces" if angles.get("counted") == "all"
+            else f"a sample of {shown:,} faces")
+    ax.text(0.01, 0.99, note, transform=ax.transAxes, va="top", fontsize=8, color="#555")
+    ax.legend(loc="lower right", fontsize=8, markerscale=2.5, framealpha=0.9)
+
+
+def _norms(ax, summary: dict) -> None:
+    norms = summary["norms"]
+    edges, counts = norms["edges"], norms["counts"]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    ax.bar(edges[:-1], counts, width=widths, align="edge", color="#5b6c8f", edgecolor="white", linewidth=0.4)
+    if norms.get("median") is not None:
+        ax.axvline(norms["median"], color="#333", ls=":", lw=1.2, label=f"median {norms['median']:.2f}")
+    if norms.get("threshold") is not None:
+        ax.axvline(norms["threshold"], color="#d62828", ls="--", lw=1.5,
+                   label=f"low-norm threshold {norms['threshold']:.2f}")
+    ax.set_xlabel("feature norm ‖z‖")
+    ax.set_ylabel("faces")
+    outside = norms.get("below", 0) + norms.get("above", 0)
+    note = f"; {outside:,} outside the range shown" if outside else ""
+    ax.set_title(f"Feature norms of {norms.get('faces', sum(counts)):,} faces{note}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+
+
+def _kind_labels() -> dict:
+    return {kind: label.replace("_", " ") for kind, label in Flag.Kind.choices}
+
+
+def _flags(ax, summary: dict) -> None:
+    flags = summary.get("flags") or {}
+    labels = _kind_labels()
+    kinds = list(reversed(KIND_ORDER))
+    values = [int(flags.get(kind, 0)) for kind in kinds]
+    bars = ax.barh([labels[k] for k in kinds], values, color=[KIND_COLOURS[k] for k in kinds])
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=9)
+    ax.set_xlabel("flags published")
+    ax.set_xlim(0, max(values + [1]) * 1.15)
+    decided = summary.get("already_decided") or 0
+    ax.set_title(f"Flags per kind: {sum(values):,}" + (f" ({decided:,} already decided, not raised)"
+                                                       if decided else ""))
+
+
+def _change(ax, summary: dict) -> None:
+    import numpy as np
+
+    flags = summary.get("flags") or {}
+    previous = summary["previous"]
+    before_flags = previous.get("flags") or {}
+    labels = _kind_labels()
+    x = np.arange(len(KIND_ORDER))
+    now = [int(flags.get(k, 0)) for k in KIND_ORDER]
+    before = [int(before_flags.get(k, 0)) for k in KIND_ORDER]
+    ax.bar(x - 0.2, before, 0.4, color="#b8bcc6", label=f"round {previous.get('round')}")
+    bars = ax.bar(x + 0.2, now, 0.4, color=[KIND_COLOURS[k] for k in KIND_ORDER], label="this round")
+    changes = [n - b for n, b in zip(now, before)]
+    ax.bar_label(bars, labels=[f"{c:+,}" for c in changes], padding=2, fontsize=9)
+    ax.set_xticks(x, [labels[k].replace(" ", "\n") for k in KIND_ORDER], fontsize=9)
+    ax.set_ylabel("flags")
+    ax.set_ylim(0, max(now + before + [1]) * 1.18)
+    ax.set_title(f"Flags per kind against round {previous.get('round')}: {sum(changes):+,} in all")
+    ax.legend(loc="upper right", fontsize=8)

@@ -1,0 +1,298 @@
+"""Background jobs started from the browser: importing a dataset from a server path, and
+exporting the cleaned dataset (list or RecordIO) with its decisions for download.
+
+A Job row is the source of truth. The Celery task (reviewapp.tasks.run_job_task) claims a
+queued job with a conditional update, so a duplicate delivery does nothing; while it works, a
+thread writes a heartbeat (and the import's progress) into Job.result. A running job whose
+heartbeat is older than stale_seconds() lost its worker: job_check() / jobs_fail_stale() mark
+it failed with a message saying so, instead of showing it running forever.
+
+Paths: an import reads only under settings.DATA_ROOT (path_under_root: no "..", symlinks
+resolved, the result inside the root); an export writes only to EXPORT_ROOT/<job id>/, and a
+download is found from the job id alone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import datetime
+from pathlib import Path, PurePath
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from ..models import Dataset, Job, Membership
+
+log = logging.getLogger("reviewapp.jobs")
+IMPORT_FORMATS = ("folder", "list", "recordio")
+EXPORT_FORMATS = ("list", "recordio")
+NAME_MAX = 200
+
+
+def stale_seconds() -> float:
+    return float(getattr(settings, "JOB_STALE_SECONDS", os.environ.get("JOB_STALE_SECONDS", 60)))
+
+
+def heartbeat_seconds() -> float:
+    return max(0.2, min(5.0, stale_seconds() / 4))
+
+
+def data_root() -> Path:
+    return Path(os.path.realpath(settings.DATA_ROOT))
+
+
+def export_root() -> Path:
+    return Path(os.path.realpath(settings.EXPORT_ROOT))
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+def path_under_root(path: str, root, *, what: str = "path") -> Path:
+    """The existing file or folder `path` names inside `root` (a relative path is taken from
+    root), symlinks resolved. ValueError with a reason a person can act on when the path has
+    a ".." part, is absolute elsewhere, escapes through a symlink, or does not exist."""
+    text = str(path or "").strip()
+    root = Path(os.path.realpath(root))
+    if not text:
+        raise ValueError(f"{what}: give a path inside the data root {root}")
+    if "\x00" in text:
+        raise ValueError(f"{what}: the path holds a NUL character")
+    if ".." in PurePath(text).parts:
+        raise ValueError(f"{what}: '..' is not allowed; give a path inside the data root {root}")
+    candidate = Path(text) if os.path.isabs(text) else root / text
+    resolved = Path(os.path.realpath(candidate))
+    if resolved != root and root not in resolved.parents:
+        if Path(os.path.abspath(candidate)).is_relative_to(root):
+            raise ValueError(f"{what}: {text} leads through a symbolic link to {resolved}, outside the data "
+                             f"root {root}")
+        raise ValueError(f"{what}: {text} is outside the data root {root}; only paths inside it can be used")
+    if not resolved.exists():
+        raise ValueError(f"{what}: {text} does not exist inside the data root {root}")
+    return resolved
+
+
+def export_file(job: Job, part: int = 0) -> Path | None:
+    """The file `part` of a finished export job (0: the dataset file), only if it lies in the
+    job's own folder under EXPORT_ROOT and exists; else None."""
+    files = (job.result or {}).get("files") or ([job.file] if job.file else [])
+    if job.kind != Job.Kind.EXPORT or job.status != Job.Status.DONE or not 0 <= part < len(files):
+        return None
+    folder = export_root() / str(job.pk)
+    path = Path(os.path.realpath(export_root() / str(files[part])))
+    if folder not in path.parents or not path.is_file():
+        return None
+    return path
+
+
+# -- starting ---------------------------------------------------------------------------------------
+
+def _enqueue(job_id: int) -> None:
+    from ..tasks import run_job_task  # the task module imports this one
+
+    run_job_task.apply_async(kwargs={"job_id": job_id})
+
+
+@transaction.atomic
+def job_import_start(*, path: str, name: str, fmt: str, user) -> Job:
+    """Queue the import of `path` (inside settings.DATA_ROOT) as a new dataset `name`.
+    ValueError (nothing created) for a bad format, name or path, or a name already taken."""
+    if fmt not in IMPORT_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(IMPORT_FORMATS)}")
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("give the new dataset a name")
+    if len(name) > NAME_MAX:
+        raise ValueError(f"the dataset name is longer than {NAME_MAX} characters")
+    resolved = path_under_root(path, settings.DATA_ROOT)
+    if fmt == "folder" and not resolved.is_dir():
+        raise ValueError(f"path: {path} is not a folder (format folder wants <identity>/<image> folders)")
+    if fmt == "list" and not resolved.is_file():
+        raise ValueError(f"path: {path} is not a file (format list wants a file list)")
+    if Dataset.objects.filter(name=name).exists():
+        raise ValueError(f"a dataset named {name!r} already exists; choose another name")
+    job = Job.objects.create(kind=Job.Kind.IMPORT, created_by=user,
+                             params={"path": str(resolved), "name": name, "format": fmt})
+    transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+@transaction.atomic
+def job_export_start(*, dataset: Dataset, user, fmt: str = "list") -> Job:
+    """Queue an export of the cleaned dataset (and its decisions CSV) for download."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
+    job = Job.objects.create(kind=Job.Kind.EXPORT, dataset=dataset, created_by=user, params={"format": fmt})
+    transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+# -- the life cycle ---------------------------------------------------------------------------------
+
+def _now_text() -> str:
+    return timezone.now().isoformat()
+
+
+def job_claim(*, job_id: int, worker: str) -> Job | None:
+    """Take a queued job; None when it is not queued any more (a duplicate delivery)."""
+    taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+        status=Job.Status.RUNNING, result={"worker": worker, "started_at": _now_text(), "heartbeat_at": _now_text()})
+    return Job.objects.get(pk=job_id) if taken else None
+
+
+def job_heartbeat(*, job_id: int, worker: str, progress: dict | None = None) -> bool:
+    """Record that `worker` still runs the job (and how far it got). False when the job is no
+    longer this worker's running job (it was failed as stale meanwhile)."""
+    job = Job.objects.filter(pk=job_id, status=Job.Status.RUNNING).values("result").first()
+    if job is None or (job["result"] or {}).get("worker") != worker:
+        return False
+    result = {**job["result"], "heartbeat_at": _now_text()}
+    if progress is not None:
+        result["progress"] = progress
+    return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, result__worker=worker)
+                .update(result=result))
+
+
+def job_finish(*, job_id: int, worker: str, result: dict, file: str = "", dataset: Dataset | None = None) -> bool:
+    fields = {"status": Job.Status.DONE, "result": result, "file": file, "finished_at": timezone.now()}
+    if dataset is not None:
+        fields["dataset"] = dataset
+    return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, result__worker=worker).update(**fields))
+
+
+def job_fail(*, job_id: int, error: str, worker: str | None = None) -> bool:
+    jobs = Job.objects.filter(pk=job_id, status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+    if worker is not None:
+        jobs = jobs.filter(result__worker=worker)
+    return bool(jobs.update(status=Job.Status.FAILED, error=error[:4000], finished_at=timezone.now()))
+
+
+def heartbeat_age(job: Job) -> float | None:
+    """Seconds since the job's worker last reported, for a running job."""
+    stamp = (job.result or {}).get("heartbeat_at")
+    if job.status != Job.Status.RUNNING or not stamp:
+        return None
+    try:
+        return (timezone.now() - datetime.fromisoformat(stamp)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def _stale_message(age: float) -> str:
+    return (f"The worker running this job stopped reporting {age:.0f} s ago (it died or was restarted), so "
+            "the job was marked failed. Nothing was half-written: start it again.")
+
+
+def job_check(*, job_id: int) -> Job:
+    """The job, after failing it when it runs without a heartbeat for stale_seconds()."""
+    job = Job.objects.get(pk=job_id)
+    age = heartbeat_age(job)
+    if age is not None and age > stale_seconds():
+        Job.objects.filter(pk=job_id, status=Job.Status.RUNNING,
+                           result__heartbeat_at=job.result["heartbeat_at"]).update(
+            status=Job.Status.FAILED, error=_stale_message(age), finished_at=timezone.now())
+        job.refresh_from_db()
+    return job
+
+
+def jobs_fail_stale() -> int:
+    """Fail every running job whose worker stopped reporting; returns how many."""
+    failed = 0
+    for job_id in Job.objects.filter(status=Job.Status.RUNNING).values_list("pk", flat=True):
+        failed += job_check(job_id=job_id).status == Job.Status.FAILED
+    return failed
+
+
+class _Heartbeat:
+    """Writes the job's heartbeat (and latest progress) from a thread while the work runs."""
+
+    def __init__(self, job_id: int, worker: str) -> None:
+        self.job_id, self.worker, self.progress = job_id, worker, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"job-{job_id}-heartbeat", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def report(self, stage: str, done: int, total: int | None) -> None:
+        self.progress = {"stage": stage, "done": int(done), "total": None if total is None else int(total)}
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(heartbeat_seconds()):
+                try:
+                    job_heartbeat(job_id=self.job_id, worker=self.worker, progress=self.progress)
+                except Exception:  # a database hiccup: the next beat tries again
+                    log.exception("job %s: heartbeat failed", self.job_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+def job_execute(*, job_id: int, worker: str) -> str:
+    """Claim and run a job to its end in this process: "done", "failed" or "not claimed"."""
+    job = job_claim(job_id=job_id, worker=worker)
+    if job is None:
+        return "not claimed"
+    try:
+        with _Heartbeat(job.pk, worker) as heartbeat:
+            if job.kind == Job.Kind.IMPORT:
+                _run_import(job, worker, heartbeat)
+            else:
+                _run_export(job, worker)
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        job_fail(job_id=job_id, worker=worker, error=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    return "done"
+
+
+def _run_import(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
+    from .imports import dataset_import
+    from .members import membership_set
+
+    params = job.params
+    if Dataset.objects.filter(name=params["name"]).exists():
+        raise ValueError(f"a dataset named {params['name']!r} was created meanwhile; choose another name")
+    user = job.created_by
+    report = dataset_import(path=params["path"], name=params["name"], fmt=params["format"], user=user,
+                            actor=user.get_username() if user else "worker", progress=heartbeat.report)
+    result = {**report.summary(), "problems": [f"{where}: {reason}" for where, reason in
+                                               (report.unreadable + report.rejected)[:20]]}
+    dataset = Dataset.objects.get(name=report.dataset)
+    with transaction.atomic():
+        if user is not None:  # the importer administers the new dataset
+            membership_set(dataset=dataset, username=user.get_username(), role=Membership.Role.ADMIN)
+        if not job_finish(job_id=job.pk, worker=worker, result=result, dataset=dataset):
+            raise RuntimeError("the job was taken away from this worker")
+
+
+def export_names(dataset: Dataset, fmt: str) -> tuple[str, str]:
+    """(dataset file, decisions file) names inside the job's folder: the dataset's name made
+    safe for a file name (untrusted text never becomes a path)."""
+    safe = slugify(dataset.name)[:80].strip("-_") or f"dataset-{dataset.pk}"
+    return f"{safe}.{'txt' if fmt == 'list' else 'rec'}", f"{safe}-decisions.csv"
+
+
+def _run_export(job: Job, worker: str) -> None:
+    from .exports import dataset_export, decisions_export
+
+    dataset, fmt = job.dataset, job.params.get("format", "list")
+    folder = export_root() / str(job.pk)
+    main, decisions = export_names(dataset, fmt)
+    summary = dataset_export(dataset=dataset, out=folder / main, fmt=fmt)
+    rows = decisions_export(dataset=dataset, out=folder / decisions)
+    files = [str(Path(p).relative_to(export_root())) for p in summary.paths]
+    files.append(str((folder / decisions).relative_to(export_root())))
+    result = {"faces": summary.faces, "identities": summary.identities, "decisions": rows, "format": fmt,
+              "seconds": summary.seconds, "files": files}
+    if not job_finish(job_id=job.pk, worker=worker, result=result, file=files[0]):
+        raise RuntimeError("the job was taken away from this worker")
