@@ -291,7 +291,12 @@ class Decision(models.Model):
     objects = DecisionQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["dataset", "-id"], name="decision_dataset")]
+        indexes = [
+            models.Index(fields=["dataset", "-id"], name="decision_dataset"),
+            # The history page's filters by reviewer and by action.
+            models.Index(fields=["dataset", "user", "-id"], name="decision_dataset_user"),
+            models.Index(fields=["dataset", "action", "-id"], name="decision_dataset_action"),
+        ]
 
     def save(self, *args, **kwargs):
         if self.pk is not None:

@@ -205,6 +205,11 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
                               progress=heartbeat.progress, summary=summary)
     if published is None:
         raise RoundStopped
+    try:  # the relabel search's identity centres, ready before the first reviewer asks for them
+        from .selectors.identities import identity_centres_file
+        identity_centres_file(round_=Round.objects.get(pk=round_.pk))
+    except Exception:
+        log.exception("round %s: identity centres not cached; the first search computes them", round_.pk)
 
 
 def _chart_summary(faces: RoundFaces, embeddings, norms, stats, readable, candidates, mining_config) -> dict:

@@ -1,15 +1,283 @@
-"""Identity pages, duplicate-identity pairs, relabel search, history and undo."""
-from django.http import HttpResponse
+"""Identity pages, duplicate-identity pairs, relabel search, history and undo.
+
+Views validate, call one selector or service, and render. htmx requests get fragments and
+out-of-band messages; a conflict (someone else changed the data first) is a message in the
+page, never an error page, and nothing of the losing request is written.
+"""
+from django.contrib import messages
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from .access import access_dataset, access_decision, access_face, access_flag, access_identity
+from .models import Decision, Flag
+from .selectors import identities as sel
+from .services import labels
+from .services.faces import ACTIONS as BULK_ACTIONS
+from .services.faces import faces_bulk_action
+from .services.labels import LabelConflict
+from .services.undo import UndoRefused, decision_undo as undo_service
+
+MAX_BULK = 500
+BULK_DONE = {"remove": "Removed", "low_quality": "Marked low quality", "restore": "Restored",
+             "relabel": "Relabelled"}
 
 
-def _todo(request, **kwargs):
-    return HttpResponse("Not built yet", status=501)
+# -- helpers ---------------------------------------------------------------------------------------
+
+def _int(value) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
 
 
-identity_search = _todo
-history = _todo
-identity_detail = _todo
-identity_bulk = _todo
-identity_merge = _todo
-pair_detail = _todo
-decision_undo = _todo
+def _notice_html(request, notices: list[tuple[str, str]]) -> str:
+    """The #messages box, swapped in out of band."""
+    return render_to_string("identities/_messages.html", {"notices": notices}, request=request)
+
+
+def _notice(request, text: str, level: str = "info", fallback: str = "/") -> HttpResponse:
+    """A message alone: out of band for htmx (nothing else swapped), else via the session."""
+    if request.htmx:
+        response = HttpResponse(_notice_html(request, [(level, text)]))
+        response["HX-Reswap"] = "none"
+        return response
+    getattr(messages, level if level in ("info", "warning", "error", "success") else "info")(request, text)
+    return redirect(fallback)
+
+
+def _with_notices(request, template: str, context: dict, notices: list[tuple[str, str]]) -> HttpResponse:
+    body = render_to_string(template, context, request=request)
+    return HttpResponse(body + _notice_html(request, notices))
+
+
+def _same_dataset(*identities):
+    if len({i.dataset_id for i in identities}) != 1:
+        raise Http404("No such identity")
+
+
+# -- identity page ---------------------------------------------------------------------------------
+
+@require_GET
+def identity_detail(request, identity_id: int):
+    identity = access_identity(request.user, identity_id)
+    include_removed = request.GET.get("removed") == "1"
+    after = _int(request.GET.get("after"))
+    is_more = bool(request.htmx and after is not None)
+    context = {"identity": identity, "include_removed": include_removed,
+               "bulk_url": reverse("identity-bulk", args=[identity.pk]),
+               **sel.identity_page(identity=identity, after=after, include_removed=include_removed, full=not is_more)}
+    if is_more:
+        return render(request, "identities/_face_page.html", context)
+    return render(request, "identities/identity_detail.html", context)
+
+
+@require_POST
+def identity_bulk(request, identity_id: int):
+    identity = access_identity(request.user, identity_id)
+    back = reverse("identity-detail", args=[identity.pk])
+    action = request.POST.get("action", "")
+    ids = [i for i in (_int(v) for v in request.POST.getlist("ids")) if i is not None]
+    if action not in BULK_ACTIONS:
+        return _notice(request, "Choose an action.", "warning", back)
+    if not ids:
+        return _notice(request, "Select one or more faces first.", "warning", back)
+    if len(ids) > MAX_BULK:
+        return _notice(request, f"At most {MAX_BULK} faces at a time.", "warning", back)
+    target = None
+    if action == "relabel":
+        target_id = _int(request.POST.get("identity_id"))
+        if target_id is None:
+            return _notice(request, "Choose the identity to relabel to.", "warning", back)
+        target = access_identity(request.user, target_id)
+        _same_dataset(identity, target)
+    result = faces_bulk_action(face_ids=ids, action=action, user=request.user, dataset=identity.dataset,
+                               identity_id=target.pk if target else None, from_identity_id=identity.pk)
+    notices = []
+    if result.decided:
+        to = f" to {target.name}" if target else ""
+        notices.append(("success", f"{BULK_DONE[action]} {len(result.decided)} face(s){to}."))
+    if result.conflicts:
+        first = result.conflicts[0][1]
+        notices.append(("warning", f"{len(result.conflicts)} face(s) skipped: {first}"))
+    if not request.htmx:
+        for level, text in notices:
+            getattr(messages, level)(request, text)
+        return redirect(back)
+    include_removed = request.POST.get("removed") == "1"
+    touched = result.decided + [face_id for face_id, _ in result.conflicts]
+    context = {"identity": identity, "include_removed": include_removed,
+               "bulk_url": reverse("identity-bulk", args=[identity.pk]),
+               **sel.identity_bulk_updates(identity=identity, face_ids=touched, include_removed=include_removed)}
+    return _with_notices(request, "identities/_bulk_result.html", context, notices)
+
+
+# -- merges ----------------------------------------------------------------------------------------
+
+def _pair_flag(request, flag_id, a, b) -> Flag:
+    flag = access_flag(request.user, flag_id)
+    if flag.kind != Flag.Kind.DUPLICATE_IDENTITY or {flag.identity_a_id, flag.identity_b_id} != {a.pk, b.pk}:
+        raise Http404("No such flag")
+    return flag
+
+
+@require_POST
+def identity_merge(request, identity_id: int):
+    """Merge this identity and `other_id` keeping `survivor_id`; with `flag`, decide that
+    duplicate-identity flag instead (verdict "same" merges, "different" keeps them apart)."""
+    identity = access_identity(request.user, identity_id)
+    other_id = _int(request.POST.get("other_id"))
+    if other_id is None:
+        return _notice(request, "Choose the identity to merge with.", "warning",
+                       reverse("identity-detail", args=[identity.pk]))
+    other = access_identity(request.user, other_id)
+    _same_dataset(identity, other)
+    back = reverse("pair-detail", args=[identity.pk, other.pk])
+    flag_id = _int(request.POST.get("flag"))
+    flag = _pair_flag(request, flag_id, identity, other) if flag_id else None
+    verdict = request.POST.get("verdict", "same")
+    raw_survivor = request.POST.get("survivor_id")
+    survivor_id = other.pk if raw_survivor == "other" else _int(raw_survivor)
+    if verdict == "same" and survivor_id not in (identity.pk, other.pk):
+        return _notice(request, "Choose which identity survives the merge.", "warning", back)
+    if verdict not in ("same", "different") or (verdict == "different" and flag is None):
+        return HttpResponseBadRequest("Unknown verdict")
+    try:
+        if flag is not None:
+            from .services.flags import flag_decide
+
+            action = "confirm" if verdict == "same" else "reject"
+            decision = flag_decide(flag_id=flag.pk, action=action, user=request.user, survivor_id=survivor_id)
+        else:
+            merged_id = other.pk if survivor_id == identity.pk else identity.pk
+            decision = labels.identity_merge(identity_id=merged_id, into_id=survivor_id, user=request.user)
+    except LabelConflict as conflict:
+        return _notice(request, f"Nothing changed: {conflict}", "warning", back)
+    except ValueError as error:
+        return _notice(request, str(error), "error", back)
+    if decision.action == Decision.Action.MERGE:
+        survivor = identity if decision.after["merged_into"] == identity.pk else other
+        merged = other if survivor is identity else identity
+        text = f"Merged {merged.name} into {survivor.name} ({decision.after['faces_moved']} faces moved)."
+    else:
+        survivor = merged = None
+        text = f"Kept {identity.name} and {other.name} apart."
+    if not request.htmx:
+        messages.success(request, text)
+        return redirect(reverse("identity-detail", args=[survivor.pk]) if survivor else back)
+    context = {"decision": decision, "survivor": survivor, "merged": merged, "text": text}
+    return _with_notices(request, "identities/_merge_result.html", context, [("success", text)])
+
+
+@require_GET
+def pair_detail(request, identity_a: int, identity_b: int):
+    a = access_identity(request.user, identity_a)
+    b = access_identity(request.user, identity_b)
+    _same_dataset(a, b)
+    if a.pk == b.pk:
+        raise Http404("An identity is not a pair")
+    flag_id = _int(request.GET.get("flag"))
+    flag = _pair_flag(request, flag_id, a, b) if flag_id else None
+    return render(request, "identities/pair_detail.html", sel.pair_page(a=a, b=b, flag=flag))
+
+
+# -- search ----------------------------------------------------------------------------------------
+
+def _search_subject(request, dataset):
+    """The face (or identity) nearest identities are asked for: ?face=, else the first of the
+    checked ?ids= (flag ids, as a review queue sends them; face ids with ?selected=faces),
+    else ?identity=."""
+    face_id = _int(request.GET.get("face"))
+    first = next((i for i in (_int(v) for v in request.GET.getlist("ids")) if i), None)
+    if face_id is None and first is not None:
+        if request.GET.get("selected") == "faces":
+            face_id = first
+        else:
+            flag = access_flag(request.user, first)
+            if flag.face_id is None:
+                return None, flag.identity_a
+            face_id = flag.face_id
+    if face_id is not None:
+        return access_face(request.user, face_id), None
+    identity_id = _int(request.GET.get("identity"))
+    return None, access_identity(request.user, identity_id) if identity_id else None
+
+
+@require_GET
+def identity_search(request, dataset_id: int):
+    """Options a relabel or merge form posts: by name (?q=), else nearest to a face or an
+    identity (see _search_subject). ?exclude= leaves one identity out; ?field= names the
+    radio (identity_id for relabels, other_id for merges)."""
+    dataset = access_dataset(request.user, dataset_id)
+    field = request.GET.get("field", "identity_id")
+    if field not in ("identity_id", "other_id"):
+        field = "identity_id"
+    exclude_id = _int(request.GET.get("exclude"))
+    exclude = {exclude_id} if exclude_id else set()
+    q = request.GET.get("q", "")[:200].replace("\x00", "")  # PostgreSQL text cannot hold NUL
+    scores, note, mode = {}, "", "name"
+    face, identity = (None, None) if q.strip() else _search_subject(request, dataset)
+    if q.strip():
+        options = sel.identities_by_name(dataset_id=dataset.pk, q=q, exclude=exclude)
+        if not options:
+            note = "No identity name contains that text."
+    elif face or identity:
+        if (face or identity).dataset_id != dataset.pk:
+            raise Http404("No such face")
+        nearest = sel.nearest_identities(dataset_id=dataset.pk, face=face, identity=identity)
+        options = [o for o in nearest.identities if o.pk not in exclude]
+        scores, note, mode = nearest.scores, nearest.note, "nearest"
+    else:
+        options, note = [], "Type a name, or ask for the nearest identities."
+    for option in options:
+        option.score = scores.get(option.pk)
+    return render(request, "identities/_search_results.html",
+                  {"options": options, "note": note, "field": field, "mode": mode})
+
+
+# -- history and undo ------------------------------------------------------------------------------
+
+def _filters(params) -> sel.HistoryFilters:
+    action = params.get("action", "")
+    return sel.HistoryFilters(user=_int(params.get("user")), round=_int(params.get("round")),
+                              action=action if action in Decision.Action.values else "")
+
+
+@require_GET
+def history(request, dataset_id: int):
+    dataset = access_dataset(request.user, dataset_id)
+    filters = _filters(request.GET)
+    before = _int(request.GET.get("before"))
+    fragment = request.htmx and (before is not None or request.headers.get("HX-Target") == "history-list")
+    context = sel.history_view(dataset=dataset, user=request.user, filters=filters, before=before,
+                               with_choices=not fragment)
+    if request.htmx and before is not None:
+        return render(request, "identities/_history_rows.html", context)
+    if fragment:
+        return render(request, "identities/_history_list.html", context)
+    return render(request, "identities/history.html", context)
+
+
+@require_POST
+def decision_undo(request, decision_id: int):
+    decision = access_decision(request.user, decision_id)
+    back = reverse("history", args=[decision.dataset_id])
+    try:
+        undo = undo_service(decision_id=decision.pk, user=request.user)
+    except UndoRefused as refused:
+        return _notice(request, str(refused), "warning", back)
+    except LabelConflict as conflict:
+        return _notice(request, f"Cannot undo: {conflict}. Nothing was changed.", "warning", back)
+    text = f"Undid your {decision.get_action_display().lower()} decision."
+    if not request.htmx:
+        messages.success(request, text)
+        return redirect(back)
+    if request.POST.get("history") == "1":
+        context = sel.history_view(dataset=decision.dataset, user=request.user, filters=_filters(request.POST))
+        return _with_notices(request, "identities/_history_list.html", context, [("success", text)])
+    return _with_notices(request, "identities/_undone.html", {"undo": undo, "decision": decision, "text": text},
+                         [("success", text)])

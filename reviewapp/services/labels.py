@@ -83,6 +83,15 @@ def face_remove(*, face_id: int, user=None, actor: str = "", flag: Flag | None =
 
 
 @transaction.atomic
+def face_mark_low_quality(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
+                          expected: dict | None = None) -> Decision:
+    """Take a blurred or junk face out of the cleaned set, recorded as "low_quality" so the
+    audit tells it from a wrong-identity removal. Reversible by face_restore."""
+    return _set_face(face_id, action=Decision.Action.LOW_QUALITY, user=user, actor=actor, flag=flag,
+                     expected=expected, status=Face.Status.REMOVED)
+
+
+@transaction.atomic
 def face_restore(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
                  expected: dict | None = None) -> Decision:
     return _set_face(face_id, action=Decision.Action.RESTORE, user=user, actor=actor, flag=flag,

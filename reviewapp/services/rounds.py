@@ -270,13 +270,26 @@ def _flag(round_id: int, candidate, index_to_face, class_to_identity) -> Flag:
     if kind not in Flag.Kind.values or suggestion not in Flag.Suggestion.values:
         raise ValueError(f"unknown flag kind {kind!r} or suggestion {suggestion!r}")
     flag = Flag(round_id=round_id, kind=kind, suggestion=suggestion, score=_finite(candidate.score),
-                evidence=json_safe(candidate.evidence or {}),
+                evidence=_evidence_with_ids(json_safe(candidate.evidence or {}), face, identity),
                 suggested_identity_id=identity(getattr(candidate, "target_label", None)))
     if kind == Flag.Kind.DUPLICATE_IDENTITY:
         flag.identity_a_id, flag.identity_b_id = identity(candidate.label), identity(candidate.other_label)
     else:
         flag.face_id, flag.other_face_id = face(candidate.index), face(getattr(candidate, "other_index", None))
     return flag
+
+
+def _evidence_with_ids(evidence: dict, face, identity) -> dict:
+    """Mining names faces by dataset index and identities by class index of this round; the
+    web app reads ids. The indices stay (they explain the numbers), the ids are added."""
+    refs = evidence.get("reference_faces")
+    if isinstance(refs, dict):
+        evidence["reference_face_ids"] = {side: [face(i) for i in ids if isinstance(i, int) and i >= 0]
+                                          for side, ids in refs.items() if isinstance(ids, list)}
+    nearest = evidence.get("nearest_identity")
+    if isinstance(nearest, int) and not isinstance(nearest, bool) and nearest >= 0:
+        evidence["nearest_identity_id"] = identity(nearest)
+    return evidence
 
 
 def _finite(value) -> float:

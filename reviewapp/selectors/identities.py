@@ -1,0 +1,488 @@
+"""Reads for the identity pages, duplicate pairs, relabel search and the history.
+
+Every list is keyset-paginated on id (no OFFSET, no COUNT over a dataset's faces), and each
+page costs a fixed number of queries however many rows it shows. Nearest identities come
+from the latest published round's embeddings: the identity centres are computed once per
+round, cached beside the run, and searched with faiss (never a faces x identities matrix).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from django.contrib.auth import get_user_model
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+
+from ..models import Decision, Face, Flag, Identity, Membership, Round
+from ..services.undo import undoable_decision_id
+
+log = logging.getLogger("reviewapp.identities")
+
+FACE_PAGE = 60
+PAIR_FACES = 12
+HISTORY_PAGE = 50
+SEARCH_LIMIT = 20
+# The box a flag draws on a face card (faceclean.css): noisy red, hard yellow.
+BOX_CLASS = {Flag.Kind.NOISY: "box-noisy", Flag.Kind.HARD: "box-hard"}
+CENTRES_FILE = "identity_centres.npz"
+
+
+# -- identities and their faces --------------------------------------------------------------------
+
+def latest_published_round(*, dataset_id: int) -> Round | None:
+    return (Round.objects.filter(dataset_id=dataset_id, status=Round.Status.PUBLISHED)
+            .order_by("-number").first())
+
+
+def _active_count(outer: str = "pk"):
+    faces = (Face.objects.filter(identity_id=OuterRef(outer), status=Face.Status.ACTIVE).order_by()
+             .values("identity_id").annotate(n=Count("pk")).values("n"))
+    return Subquery(faces, output_field=IntegerField())
+
+
+def _reference_face(outer: str = "pk"):
+    faces = Face.objects.filter(identity_id=OuterRef(outer), status=Face.Status.ACTIVE).order_by("pk")
+    return Subquery(faces.values("pk")[:1], output_field=IntegerField())
+
+
+def identity_counts(*, identity: Identity) -> dict:
+    """Active and removed faces of one identity (its face_identity index rows only)."""
+    rows = dict(Face.objects.filter(identity=identity).order_by().values_list("status").annotate(n=Count("pk")))
+    return {"active": rows.get(Face.Status.ACTIVE, 0), "removed": rows.get(Face.Status.REMOVED, 0)}
+
+
+def identity_merged_from(*, identity: Identity, limit: int = 20) -> list[Identity]:
+    return list(Identity.objects.filter(merged_into=identity).order_by("name")[:limit])
+
+
+def identity_duplicate_flags(*, identity: Identity, round_: Round | None, limit: int = 5) -> list[Flag]:
+    """Open duplicate-identity flags of `round_` (the latest published one) naming this
+    identity, most likely first, with the other identity loaded (links to the pair page)."""
+    if round_ is None:
+        return []
+    flags = list(Flag.objects.filter(round=round_, kind=Flag.Kind.DUPLICATE_IDENTITY, state=Flag.State.OPEN)
+                 .filter(Q(identity_a=identity) | Q(identity_b=identity))
+                 .select_related("identity_a", "identity_b").order_by("-score")[:limit])
+    for flag in flags:
+        flag.other = flag.identity_b if flag.identity_a_id == identity.pk else flag.identity_a
+    return flags
+
+
+@dataclass
+class FaceCard:
+    face: Face
+    box: str = ""          # "box-noisy" / "box-hard" / ""
+    flag_id: int | None = None
+    flag_kind: str = ""
+
+
+def _cards(faces: list[Face], round_: Round | None) -> list[FaceCard]:
+    """Face cards with the box of each face's open flag in `round_` (one query)."""
+    flags: dict[int, Flag] = {}
+    if round_ is not None and faces:
+        open_flags = (Flag.objects.filter(round=round_, state=Flag.State.OPEN, face_id__in=[f.pk for f in faces])
+                      .order_by("-score").only("pk", "face_id", "kind", "score"))
+        for flag in open_flags:
+            # The noisy box wins over the hard one when a face has both.
+            current = flags.get(flag.face_id)
+            if current is None or (flag.kind in BOX_CLASS and current.kind not in BOX_CLASS) \
+                    or (flag.kind == Flag.Kind.NOISY and current.kind != Flag.Kind.NOISY):
+                flags[flag.face_id] = flag
+    cards = []
+    for face in faces:
+        flag = flags.get(face.pk)
+        cards.append(FaceCard(face, BOX_CLASS.get(flag.kind, "") if flag else "",
+                              flag.pk if flag else None, flag.kind if flag else ""))
+    return cards
+
+
+def identity_faces_page(*, identity: Identity, round_: Round | None, after: int | None = None,
+                        include_removed: bool = False, limit: int = FACE_PAGE) -> tuple[list[FaceCard], int | None]:
+    """One page of the identity's faces in id order after `after`, as cards boxed by the
+    open flags of `round_` (the latest published one); and the cursor of the next page."""
+    faces = Face.objects.filter(identity=identity)
+    if not include_removed:
+        faces = faces.filter(status=Face.Status.ACTIVE)
+    if after is not None:
+        faces = faces.filter(pk__gt=after)
+    rows = list(faces.order_by("pk").only("pk", "status", "identity_id", "dataset_id")[:limit + 1])
+    next_after = rows[limit - 1].pk if len(rows) > limit else None
+    return _cards(rows[:limit], round_), next_after
+
+
+def face_cards(*, face_ids: list[int], dataset_id: int) -> list[FaceCard]:
+    """Cards of the given faces (after a bulk action), boxed like on the identity page."""
+    faces = list(Face.objects.filter(pk__in=face_ids, dataset_id=dataset_id).order_by("pk")
+                 .only("pk", "status", "identity_id", "dataset_id"))
+    return _cards(faces, latest_published_round(dataset_id=dataset_id))
+
+
+@dataclass
+class PairSide:
+    identity: Identity
+    counts: dict
+    cards: list[FaceCard]
+
+
+def pair_side(*, identity: Identity, round_: Round | None, limit: int = PAIR_FACES) -> PairSide:
+    faces = list(Face.objects.filter(identity=identity, status=Face.Status.ACTIVE).order_by("pk")
+                 .only("pk", "status", "identity_id", "dataset_id")[:limit])
+    return PairSide(identity, identity_counts(identity=identity), _cards(faces, round_))
+
+
+def duplicate_flag_evidence(flag: Flag) -> list[tuple[str, str]]:
+    """The duplicate-identity flag's numbers, as (label, value) pairs for the pair page."""
+    cosine = (flag.evidence or {}).get("cosine")
+    return [("centre cosine", f"{cosine:.3f}")] if isinstance(cosine, (int, float)) else []
+
+
+# -- name search -----------------------------------------------------------------------------------
+
+def _options(ids: list[int], dataset_id: int, exclude: set[int]) -> list[Identity]:
+    """The identities of `ids` in that order, merged ones replaced by their survivor, with a
+    reference face and an active face count (two subqueries, one query)."""
+    if not ids:
+        return []
+    parents = dict(Identity.objects.filter(pk__in=ids, dataset_id=dataset_id).values_list("pk", "merged_into_id"))
+    ordered = []
+    for pk in ids:
+        if pk not in parents:
+            continue
+        root = parents[pk] or pk
+        if root not in exclude and root not in ordered:
+            ordered.append(root)
+    rows = (Identity.objects.filter(pk__in=ordered, merged_into__isnull=True)
+            .annotate(reference_face=_reference_face(), active_faces=_active_count()).in_bulk())
+    return [rows[pk] for pk in ordered if pk in rows]
+
+
+def identities_by_name(*, dataset_id: int, q: str, exclude: set[int] = frozenset(),
+                       limit: int = SEARCH_LIMIT) -> list[Identity]:
+    """Identities whose name contains q (any case): exact-case prefix matches first (a range
+    scan of identity_dataset_name), then other matches, merged identities left out."""
+    q = q.strip()
+    if not q:
+        return []
+    base = Identity.objects.filter(dataset_id=dataset_id, merged_into__isnull=True).exclude(pk__in=exclude)
+    prefix = list(base.filter(name__gte=q, name__lt=q + "\U0010ffff", name__startswith=q)
+                  .order_by("name").values_list("pk", flat=True)[:limit])
+    rest = []
+    if len(prefix) < limit:
+        rest = list(base.filter(name__icontains=q).exclude(pk__in=prefix).order_by("name")
+                    .values_list("pk", flat=True)[:limit - len(prefix)])
+    return _options(prefix + rest, dataset_id, set(exclude))
+
+
+# -- nearest identities ----------------------------------------------------------------------------
+
+def _run_dir(round_: Round) -> Path:
+    from ..tasks_rounds import run_dir_of
+
+    return run_dir_of(round_.pk)
+
+
+def _embeddings_path(round_: Round) -> Path:
+    """Rows in the order of the round's snapshot (faces.npz): the trained model's extraction,
+    or the file an "embeddings" round was given."""
+    if round_.method == Round.Method.EMBEDDINGS:
+        return Path(str(round_.config.get("embeddings", "")))
+    return _run_dir(round_) / "embeddings" / "embeddings.npy"
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    rows = np.nan_to_num(np.asarray(rows, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return rows / np.maximum(norms, 1e-12)
+
+
+def compute_identity_centres(embeddings: np.ndarray, labels: np.ndarray, count: int,
+                             skip: np.ndarray | None = None, chunk: int = 32_768) -> np.ndarray:
+    """Unit mean of the unit embeddings of each class, in slices (the file may be larger
+    than memory); rows in `skip` (unreadable images) count for nothing. Costs one pass
+    over the embeddings (seconds per million rows): done once per round, then cached."""
+    sums = np.zeros((count, embeddings.shape[1]), dtype=np.float32)
+    for start in range(0, len(labels), chunk):
+        raw = np.asarray(embeddings[start:start + chunk])
+        rows = _unit(raw)
+        rows[~np.isfinite(raw).all(axis=1)] = 0.0
+        if skip is not None:
+            rows[skip[start:start + chunk]] = 0.0
+        np.add.at(sums, labels[start:start + chunk], rows)
+    return _unit(sums)
+
+
+def identity_centres_file(*, round_: Round) -> Path | None:
+    """The round's identity centres file, computed and written on first use (a publish hook
+    may call this to have it ready). None when this machine does not hold the round's files."""
+    from ..services.round_data import SNAPSHOT_FILE, load_round_faces, round_key
+
+    run_dir = _run_dir(round_)
+    path = run_dir / CENTRES_FILE
+    if path.exists():
+        return path
+    faces = load_round_faces(run_dir / SNAPSHOT_FILE, round_key=round_key(round_))
+    embeddings_path = _embeddings_path(round_)
+    if faces is None or not embeddings_path.is_file():
+        return None
+    embeddings = np.load(embeddings_path, mmap_mode="r", allow_pickle=False)
+    if embeddings.ndim != 2 or len(embeddings) != len(faces):
+        log.warning("round %s: %s does not match its %d faces", round_.pk, embeddings_path, len(faces))
+        return None
+    skip = np.zeros(len(faces), dtype=bool)
+    unreadable = embeddings_path.parent / "unreadable.json"
+    if unreadable.exists():
+        skip[json.loads(unreadable.read_text(encoding="utf-8"))] = True
+    centres = compute_identity_centres(embeddings, faces.labels, faces.num_classes, skip)
+    partial = run_dir / f"{CENTRES_FILE}.{os.getpid()}.tmp.npz"
+    np.savez(partial, centres=centres.astype(np.float32), identity_ids=faces.identity_ids,
+             face_ids=faces.face_ids, round_key=np.array(round_key(round_)))
+    os.replace(partial, path)  # atomic: a concurrent request reads all or nothing
+    return path
+
+
+@lru_cache(maxsize=2)
+def _centre_index(path: str, mtime_ns: int, key: str):
+    """(identity_ids, face_ids, centres, faiss inner-product index) of a centres file, or
+    None when the file belongs to another round (a leftover run folder)."""
+    import faiss
+
+    with np.load(path) as data:
+        if str(data["round_key"]) != key:
+            return None
+        centres, identity_ids, face_ids = data["centres"], data["identity_ids"], data["face_ids"]
+    index = faiss.IndexFlatIP(centres.shape[1])
+    index.add(np.ascontiguousarray(centres, dtype=np.float32))
+    return identity_ids, face_ids, centres, index
+
+
+def _round_index(round_: Round):
+    from ..services.round_data import round_key
+
+    path = identity_centres_file(round_=round_)
+    if path is None:
+        return None
+    return _centre_index(str(path), path.stat().st_mtime_ns, round_key(round_))
+
+
+def _face_embedding(round_: Round, face_ids: np.ndarray, face_id: int) -> np.ndarray | None:
+    row = int(np.searchsorted(face_ids, face_id))
+    if row >= len(face_ids) or face_ids[row] != face_id:
+        return None  # a face the round did not see
+    try:
+        embeddings = np.load(_embeddings_path(round_), mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return _unit(embeddings[row:row + 1])
+
+
+def _flag_suggestions(round_: Round, face_id: int, class_identities: np.ndarray | None) -> list[int]:
+    """Identities the round's flags on this face already name: the suggested one, then the
+    evidence's nearest identity: an identity id (nearest_identity_id[s]) or, as mining writes
+    it, a class index of the round (nearest_identity) mapped through the round's snapshot."""
+    out = []
+    flags = Flag.objects.filter(round=round_, face_id=face_id).order_by("-score").only(
+        "suggested_identity_id", "evidence")
+    for flag in flags:
+        if flag.suggested_identity_id:
+            out.append(flag.suggested_identity_id)
+        evidence = flag.evidence or {}
+        # Identity ids where the publisher wrote them, else the round's class index.
+        out.extend(i for i in [evidence.get("nearest_identity_id"), *evidence.get("nearest_identity_ids", [])]
+                   if isinstance(i, int))
+        nearest = evidence.get("nearest_identity")
+        if isinstance(nearest, int) and class_identities is not None and 0 <= nearest < len(class_identities):
+            out.append(int(class_identities[nearest]))
+    return out
+
+
+@dataclass
+class Nearest:
+    identities: list[Identity]
+    scores: dict[int, float]
+    note: str = ""
+
+
+def nearest_identities(*, dataset_id: int, face: Face | None = None, identity: Identity | None = None,
+                       limit: int = SEARCH_LIMIT) -> Nearest:
+    """Identities nearest to a face's embedding (or to an identity's centre) in the latest
+    published round, nearest first, the face's or the identity's own left out."""
+    round_ = latest_published_round(dataset_id=dataset_id)
+    if round_ is None:
+        return Nearest([], {}, "No published round yet: nearest identities need one.")
+    exclude = {face.identity_id} if face is not None else {identity.pk}
+    loaded = _round_index(round_)
+    identity_ids = face_ids = None
+    ranked: list[int] = []
+    scores: dict[int, float] = {}
+    if loaded is not None:
+        identity_ids, face_ids, centres, index = loaded
+        query = None
+        if face is not None:
+            query = _face_embedding(round_, face_ids, face.pk)
+        else:
+            row = int(np.searchsorted(identity_ids, identity.pk))
+            if row < len(identity_ids) and identity_ids[row] == identity.pk:
+                query = centres[row:row + 1]
+        if query is not None:
+            k = min(limit + len(exclude) + 1, len(identity_ids))
+            sims, rows = index.search(np.ascontiguousarray(query, dtype=np.float32), k)
+            for sim, row in zip(sims[0], rows[0]):
+                if row >= 0:
+                    ranked.append(int(identity_ids[row]))
+                    scores.setdefault(int(identity_ids[row]), float(sim))
+    suggested = _flag_suggestions(round_, face.pk, identity_ids) if face is not None else []
+    options = _options(suggested + ranked, dataset_id, exclude)[:limit]
+    note = "" if options else f"Round {round_.number} holds no embedding for this {'face' if face else 'identity'}."
+    return Nearest(options, scores, note)
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+@dataclass
+class HistoryFilters:
+    user: int | None = None
+    round: int | None = None     # the round's number
+    action: str = ""
+
+    def as_query(self) -> dict:
+        return {k: v for k, v in (("user", self.user), ("round", self.round), ("action", self.action)) if v}
+
+
+def _evidence_summary(evidence: dict) -> str:
+    if not evidence:
+        return ""
+    parts = []
+    for keys, fmt in ((("theta_y_deg", "theta_y"), "θy {:.1f}°"), (("theta_1_deg", "theta_1"), "θ1 {:.1f}°"),
+                      (("cosine",), "cos {:.3f}"), (("norm",), "norm {:.1f}")):
+        value = next((evidence[k] for k in keys if isinstance(evidence.get(k), (int, float))), None)
+        if value is not None:
+            parts.append(fmt.format(value))
+    reason = evidence.get("reason")
+    if isinstance(reason, str):
+        parts.insert(0, reason.replace("_", " "))
+    return " · ".join(parts)
+
+
+@dataclass
+class HistoryRow:
+    decision: Decision
+    from_identity: Identity | None = None
+    to_identity: Identity | None = None
+    evidence_summary: str = ""
+    undone: bool = False
+    reversal_of_undo: bool = False
+
+
+def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None = None,
+                 limit: int = HISTORY_PAGE) -> tuple[list[HistoryRow], int | None]:
+    """Decisions newest first (decision_dataset index), before the id `before`, filtered."""
+    rows = Decision.objects.filter(dataset_id=dataset_id)
+    if filters.user:
+        rows = rows.filter(user_id=filters.user)
+    if filters.round:
+        rows = rows.filter(round__dataset_id=dataset_id, round__number=filters.round)
+    if filters.action:
+        rows = rows.filter(action=filters.action)
+    if before is not None:
+        rows = rows.filter(pk__lt=before)
+    decisions = list(rows.select_related("round", "identity", "face").order_by("-pk")[:limit + 1])
+    next_before = decisions[limit - 1].pk if len(decisions) > limit else None
+    decisions = decisions[:limit]
+
+    wanted: set[int] = set()
+    for d in decisions:
+        for state in (d.before, d.after):
+            for key in ("identity", "merged_into"):
+                if isinstance(state.get(key), int):
+                    wanted.add(state[key])
+    names = Identity.objects.in_bulk(list(wanted)) if wanted else {}
+    ids = [d.pk for d in decisions]
+    undone, reversals = set(), set()
+    faces = {d.face_id for d in decisions if d.face_id is not None}
+    identities = {d.identity_id for d in decisions if d.identity_id is not None}
+    if faces or identities:
+        # An undo row names the same face (or identity) as the row it undoes and its
+        # reversal: the face and identity indexes find them however deep the page is.
+        undo_rows = (Decision.objects.filter(dataset_id=dataset_id, action=Decision.Action.UNDO, pk__gt=min(ids))
+                     .filter(Q(face_id__in=faces) | Q(identity_id__in=identities)).values_list("after", flat=True))
+        for after in undo_rows:
+            undone.add(after.get("undoes"))
+            reversals.add(after.get("reversal"))
+    out = []
+    for d in decisions:
+        row = HistoryRow(d, evidence_summary=_evidence_summary(d.evidence), undone=d.pk in undone,
+                         reversal_of_undo=d.pk in reversals)
+        if d.action == Decision.Action.MERGE:
+            row.to_identity = names.get(d.after.get("merged_into"))
+        elif d.face_id is not None:
+            row.from_identity = names.get(d.before.get("identity"))
+            row.to_identity = names.get(d.after.get("identity"))
+        out.append(row)
+    return out, next_before
+
+
+def history_filter_choices(*, dataset_id: int) -> dict:
+    """The reviewers (members and staff who decided here), round numbers and actions."""
+    users = get_user_model().objects.filter(
+        Q(pk__in=Membership.objects.filter(dataset_id=dataset_id).values("user_id")) | Q(is_staff=True)
+    ).order_by("username").only("pk", "username")[:500]
+    rounds = list(Round.objects.filter(dataset_id=dataset_id).order_by("-number").values_list("number", flat=True))
+    return {"users": list(users), "rounds": rounds, "actions": Decision.Action.choices}
+
+
+# -- whole pages: what each view renders, from one call ----------------------------------------
+
+def identity_page(*, identity: Identity, after: int | None = None, include_removed: bool = False,
+                  full: bool = True) -> dict:
+    """The identity page's context: a page of face cards, and with `full` the header (counts,
+    merges, possible duplicates)."""
+    round_ = latest_published_round(dataset_id=identity.dataset_id)
+    cards, next_after = identity_faces_page(identity=identity, round_=round_, after=after,
+                                            include_removed=include_removed)
+    page = {"cards": cards, "next_after": next_after}
+    if full:
+        page.update(counts=identity_counts(identity=identity), merged_from=identity_merged_from(identity=identity),
+                    duplicates=identity_duplicate_flags(identity=identity, round_=round_), dataset=identity.dataset)
+    return page
+
+
+def identity_bulk_updates(*, identity: Identity, face_ids: list[int], include_removed: bool) -> dict:
+    """After a bulk action: each touched face's card and whether it still belongs on the
+    page (same identity, and active unless removed faces are shown), and the new counts."""
+    cards = face_cards(face_ids=face_ids, dataset_id=identity.dataset_id)
+    updates = [(card, card.face.identity_id == identity.pk
+                and (include_removed or card.face.status == Face.Status.ACTIVE)) for card in cards]
+    return {"updates": updates, "counts": identity_counts(identity=identity)}
+
+
+def pair_page(*, a: Identity, b: Identity, flag: Flag | None) -> dict:
+    """Two identities side by side; the survivor offered first is the flag's suggestion,
+    else the identity with more faces."""
+    round_ = latest_published_round(dataset_id=a.dataset_id)
+    side_a, side_b = pair_side(identity=a, round_=round_), pair_side(identity=b, round_=round_)
+    suggested = flag.suggested_identity_id if flag and flag.suggested_identity_id in (a.pk, b.pk) else None
+    return {
+        "a": side_a, "b": side_b, "flag": flag, "dataset": a.dataset,
+        "default_survivor": suggested or (a.pk if side_a.counts["active"] >= side_b.counts["active"] else b.pk),
+        "evidence": duplicate_flag_evidence(flag) if flag else [],
+        "merged": a.merged_into_id is not None or b.merged_into_id is not None,
+        "flag_open": flag is None or flag.state == Flag.State.OPEN,
+    }
+
+
+def history_view(*, dataset, user, filters: HistoryFilters, before: int | None = None,
+                 with_choices: bool = False) -> dict:
+    """The history's context: a page of rows, the user's undoable decision, and with
+    `with_choices` the filter form's options."""
+    rows, next_before = history_page(dataset_id=dataset.pk, filters=filters, before=before)
+    view = {"dataset": dataset, "rows": rows, "next_before": next_before, "filters": filters,
+            "undoable": undoable_decision_id(user=user, dataset_id=dataset.pk)}
+    if with_choices:
+        view["choices"] = history_filter_choices(dataset_id=dataset.pk)
+    return view
+
