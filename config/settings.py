@@ -184,6 +184,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"reviewapp.tasks_rounds.*": {"queue": "rounds"}}
 # A running round whose heartbeat is older than this may be claimed by another worker.
 ROUND_STALE_SECONDS = int(os.environ.get("ROUND_STALE_SECONDS", "120"))
+# A batch of flags a reviewer took is theirs alone for this long, then free for others.
+FLAG_CLAIM_SECONDS = int(os.environ.get("FLAG_CLAIM_SECONDS", "1800"))
 # A background job (import, export) whose heartbeat is older than this is reported dead.
 JOB_STALE_SECONDS = int(os.environ.get("JOB_STALE_SECONDS", "60"))
 # A round that killed its worker this many times is failed instead of retried.
