@@ -21,8 +21,10 @@ ml is imported inside the functions: it loads torch, which processes that only q
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
@@ -180,7 +182,7 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
     if round_.method == Round.Method.EMBEDDINGS:
         embeddings, norms, stats, readable = _user_embeddings(round_.config, len(faces))
     else:
-        config = round_train_config(round_.method, round_.config)
+        config = _loader_workers_allowed(round_train_config(round_.method, round_.config))
         data = round_face_dataset(faces, dataset_id=round_.dataset_id,
                                   transform=build_transform(config.data.transform, train=False))
         if status == Round.Status.TRAINING:
@@ -241,6 +243,17 @@ def _training_set(round_: Round, run_dir: Path) -> RoundFaces:
     faces = round_faces_current(dataset_id=round_.dataset_id)
     save_round_faces(faces, run_dir / SNAPSHOT_FILE, round_key=key)
     return faces
+
+
+def _loader_workers_allowed(config):
+    """A prefork pool's child is a daemon and may not start DataLoader workers. Round workers
+    should run `--pool solo` (scripts/run.sh does); under prefork the round still runs, with
+    the images decoded in the training process itself, slower."""
+    if config.num_workers and multiprocessing.current_process().daemon:
+        log.warning("this worker's pool process is a daemon: loading images without DataLoader workers; "
+                    "run the rounds queue with `celery worker --pool solo` for full speed")
+        config = dataclasses.replace(config, num_workers=0)
+    return config
 
 
 def _report(heartbeat: Heartbeat, done: int, total: int, samples_per_s: float | None, eta_s: float | None,

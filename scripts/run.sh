@@ -29,9 +29,13 @@ else
     --root var/sample/images --name sample
 fi
 
-.venv/bin/celery -A config worker --loglevel INFO --concurrency 1 -Q default,rounds &
-worker=$!
-trap 'kill $worker 2>/dev/null || true' EXIT INT TERM
+# Two workers: imports and exports beside a long round, and the round in a solo pool whose
+# process may start DataLoader workers (a prefork child is a daemon and may not).
+.venv/bin/celery -A config worker --loglevel INFO --concurrency 1 -Q default -n "default@%h" &
+default_worker=$!
+.venv/bin/celery -A config worker --loglevel INFO --pool solo -Q rounds -n "rounds@%h" &
+rounds_worker=$!
+trap 'kill $default_worker $rounds_worker 2>/dev/null || true' EXIT INT TERM
 
 # A first round so that there is something to review: it trains in the worker while the
 # app is already up (its page shows the progress). FACECLEAN_FIRST_ROUND=none skips it.
