@@ -1,6 +1,7 @@
 """Flag quality on the LFW noise benchmark, printed as one JSON object.
 
-    .venv/bin/python bench/noise.py [--budget-minutes 50] [--quick] > noise.json
+    .venv/bin/python bench/noise.py [--budget-minutes 23] [--quick] > noise.json
+    .venv/bin/python bench/noise.py --reuse-cache [--no-round2] > noise.json   # re-mine in seconds
 
 The standard noisy benchmark (shared/data/README.md): the 158 identities of
 lfw/splits/train_identities.txt, closed-set noise 0.15, open-set 0.05 from splits/openset_pool.txt,
@@ -26,7 +27,9 @@ round2  An oracle reviewer applies round 1's flags: a noisy/low_norm flag on a t
         removes it; on a truly closed-set face relabels it (to the suggested identity when that is
         the true one, else to the true identity); a duplicate_identity flag on a planted pair merges
         the split half back; every other flag is rejected. RobustFace is retrained on the corrected
-        set, mined again and scored the same way against the noise that remains.
+        set, mined again and scored the same way against the noise that remains. As in the app, a
+        flag on a face and suggestion the reviewer already decided is not raised again
+        (not_raised_again counts them).
 baselines (same run, same noisy set, split faces left out, positives closed|open):
   arcface_loss  ArcFace trained on the noisy labels; a face's eval-pass loss is its score; F1 at the
                 best threshold, and AUC.
@@ -36,18 +39,29 @@ baselines (same run, same noisy set, split faces left out, positives closed|open
                 backbone has seen every noisy label, which favours memorisation, so this is the
                 baseline's optimistic-for-speed variant). AUC from 1 - get_label_quality_scores.
 
+        The miner's geometry is also scored as a plain ranking of every face (noisy_ranking:
+        ml.mining.face_margins, AUC and F1 at the best threshold), the footing the baselines get.
+
 Epochs: one common number for the three trainings, what fits in --budget-minutes after a
 throughput probe; re-planned before each training since the machine is shared.
+
+Cache: every training's outputs (stats.npz, embeddings, norms, seconds per step) are kept under
+--cache-dir (var/bench-cache/<key>/e<epochs>/), the key a hash of the method's configuration, the
+image size, the seed and the faces and labels trained on (so round 2's corrected set has its own).
+--reuse-cache takes a cached training instead of training (the given --epochs, else the most
+cached) and so re-mines and re-scores in seconds; the JSON's setup.reused_cache says so.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -64,7 +78,7 @@ sys.path.insert(0, str(REPO))
 
 from ml.embed import extract_embeddings  # noqa: E402
 from ml.evaluate import noise_detection, roc_auc  # noqa: E402
-from ml.mining import FlagCandidate, mine  # noqa: E402
+from ml.mining import FlagCandidate, face_margins, mine  # noqa: E402
 from ml.noise import NoisySet, inject_noise, load_folder, read_lines, write_noisy_set  # noqa: E402
 from ml.train.stats import load_stats  # noqa: E402
 from ml.train.trainer import load_trained_network, train  # noqa: E402
@@ -207,11 +221,57 @@ def oracle_review(flags: Sequence[FlagCandidate], truth: Truth, rows: np.ndarray
     return corrected, rows[keep], decisions
 
 
+def rejected_faces(flags: Sequence[FlagCandidate], truth: Truth) -> set[tuple[int, str]]:
+    """(face, suggestion) of the per-face flags the oracle rejected in round 1 (kept the face as
+    it was): the app does not raise those again in a later round."""
+    fixed = {"open", "closed"}
+    return {(int(f.index), f.suggestion) for f in flags
+            if f.kind in ("noisy", "hard", "low_norm") and not (f.kind != "hard" and truth.kinds[f.index] in fixed)}
+
+
+def not_decided_before(flags: Sequence[FlagCandidate], rows: np.ndarray,
+                       rejected: set[tuple[int, str]]) -> list[FlagCandidate]:
+    """Round 2's flags less those on a face and suggestion already decided in round 1 (rows maps
+    round 2's face indices to round 1's)."""
+    return [f for f in flags if f.index is None or f.kind == "near_duplicate"
+            or (int(rows[f.index]), f.suggestion) not in rejected]
+
+
 # -- training and baselines -----------------------------------------------------------------------
 
-def train_run(method: str, args, epochs: int, faces, work: Path, name: str) -> tuple[Path, np.ndarray, np.ndarray, float]:
-    """Train, then (run folder, embeddings, norms, measured seconds per step including the eval
-    passes) for every face of `faces` in order."""
+CACHE_ROOT = REPO / "var" / "bench-cache"
+
+
+def cache_key(method: str, args, faces) -> str:
+    """What a training's outputs depend on, epochs aside (a folder per epoch count below it):
+    the method's configuration, the faces (cache rows) and their labels, the image size."""
+    config = quality.method_config(method, args, 1)  # epochs: a folder level below the key
+    spec = {"method": method, "config": repr(config), "size": args.size, "seed": args.seed,
+            "rows": hashlib.sha256(np.ascontiguousarray(faces.rows).tobytes()).hexdigest(),
+            "labels": hashlib.sha256(np.ascontiguousarray(faces.labels).tobytes()).hexdigest(),
+            "classes": len(faces.class_names or [])}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_epochs(folder: Path) -> list[int]:
+    return sorted(int(p.name[1:]) for p in folder.glob("e*") if (p / "done.json").exists())
+
+
+def train_run(method: str, args, epochs: int | None, faces, work: Path, name: str):
+    """Train (or, with --reuse-cache, take a cached training of the same key), then (folder with
+    stats.npz, embeddings, norms, measured seconds per step including the eval passes, epochs)
+    for every face of `faces` in order. epochs None: the largest cached count."""
+    folder = Path(args.cache_dir) / cache_key(method, args, faces) if args.cache_dir else None
+    if folder is not None and args.reuse_cache:
+        have = cached_epochs(folder)
+        pick = epochs if epochs in have else (have[-1] if have and epochs is None else None)
+        if pick is not None:
+            done = folder / f"e{pick}"
+            meta = json.loads((done / "done.json").read_text())
+            log.info("%s: reusing %s (%d epochs)", name, done, pick)
+            return (done, np.load(done / "embeddings.npy"), np.load(done / "norms.npy"), meta["step_s"], pick)
+    if epochs is None:
+        raise SystemExit(f"{name}: nothing cached under {folder}; give --epochs or a budget")
     started = time.monotonic()
     run_dir = work / name
     log.info("%s: %s, %d epochs on %d faces", name, method, epochs, len(faces))
@@ -225,11 +285,30 @@ def train_run(method: str, args, epochs: int, faces, work: Path, name: str) -> t
     embedded = extract_embeddings(backbone, faces, work / f"{name}-embeddings", batch_size=256, device="cpu",
                                   flip=True)
     step_s = (time.monotonic() - started) / (epochs * math.ceil(len(faces) / args.batch_size))
-    return run_dir, np.load(embedded.embeddings_path), np.load(embedded.norms_path), step_s
+    embeddings, norms = np.load(embedded.embeddings_path), np.load(embedded.norms_path)
+    if folder is None:
+        return run_dir, embeddings, norms, step_s, epochs
+    done = folder / f"e{epochs}"
+    done.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(run_dir) / "stats.npz", done / "stats.npz")
+    np.save(done / "embeddings.npy", embeddings)
+    np.save(done / "norms.npy", norms)
+    (done / "done.json").write_text(json.dumps({"method": method, "epochs": epochs, "step_s": step_s,
+                                                 "faces": len(faces), "seconds": time.monotonic() - started}))
+    return done, embeddings, norms, step_s, epochs
 
 
 def mine_run(run_dir: Path, embeddings: np.ndarray, norms: np.ndarray, labels: np.ndarray) -> list[FlagCandidate]:
     return mine(embeddings=embeddings, labels=labels, stats=load_stats(run_dir), norms=norms)
+
+
+def margin_ranking(embeddings: np.ndarray, truth: Truth) -> dict:
+    """The miner's geometry as a plain ranking of every face (ml.mining.face_margins), scored as
+    the baselines are: AUC, and F1 at the best threshold (which the flags do not get to pick)."""
+    scored = truth.kinds != "split"
+    margin = face_margins(embeddings=embeddings, labels=truth.labels)[scored]
+    found = noise_detection(np.nan_to_num(margin, nan=-180.0), np.isin(truth.kinds[scored], ("closed", "open")))
+    return {"auc": found["auc"], "f1_best_threshold": found["f1"]}
 
 
 def loss_baseline(run_dir: Path, truth: Truth) -> dict:
@@ -281,7 +360,8 @@ def cleanlab_baseline(embeddings: np.ndarray, truth: Truth, seed: int) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", default=str(quality.DEFAULT_LFW), help="the LFW folder (with splits/)")
-    parser.add_argument("--budget-minutes", type=float, default=50.0, help="wall-clock budget of the run (50)")
+    parser.add_argument("--budget-minutes", type=float, default=23.0,
+                        help="wall-clock budget of the run's trainings and passes (23)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 identities, 32x32 faces, 2 epochs")
     parser.add_argument("--epochs", type=int, help="fixed epochs per training instead of the budget's")
     parser.add_argument("--max-epochs", type=int, default=40)
@@ -293,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=32.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", help="keep runs here (default: a temporary folder)")
+    parser.add_argument("--cache-dir", default=str(CACHE_ROOT),
+                        help="keep each training's stats, embeddings and norms here, keyed by its configuration, "
+                             "faces and labels, one folder per epoch count ('' = no cache)")
+    parser.add_argument("--reuse-cache", action="store_true",
+                        help="take a cached training of the same key instead of training (the given --epochs, "
+                             "else the most epochs cached): re-mines and re-scores in seconds")
+    parser.add_argument("--no-round2", action="store_true", help="stop after round 1 and the baselines")
     return parser
 
 
@@ -305,6 +392,21 @@ def apply_quick(args) -> None:
     args.r_max = 0.2  # read by quality.method_config only for Co-Mining
 
 
+class LazyCache:
+    """The decoded uint8 faces, decoded on first use: a run served from the training cache never
+    needs the images."""
+
+    def __init__(self, paths: Sequence[str], size: int) -> None:
+        self.paths, self.size, self.tensor = paths, size, None
+
+    def __getitem__(self, index):
+        if self.tensor is None:
+            started = time.monotonic()
+            self.tensor = quality.decode_all(self.paths, self.size)
+            log.info("decoded %d faces in %.0fs", len(self.paths), time.monotonic() - started)
+        return self.tensor[index]
+
+
 def run(args) -> dict:
     started = time.monotonic()
     torch.set_num_threads(2)
@@ -314,51 +416,69 @@ def run(args) -> dict:
     identities = read_lines(lfw / "splits" / "train_identities.txt")[: args.limit_identities]
     noisy = inject_noise(load_folder(images, identities), read_lines(lfw / "splits" / "openset_pool.txt"),
                          closed=0.15, open=0.05, split=8, seed=args.seed)
-    cache = quality.decode_all([str(images / e.path) for e in noisy.entries], args.size)
+    cache = LazyCache([str(images / e.path) for e in noisy.entries], args.size)
     rows = np.arange(len(noisy.entries))
     truth = truth_of(noisy)
-    log.info("decoded %d faces in %.0fs", len(rows), time.monotonic() - started)
+    plan = {"step_s": None}
 
     def faces_of(t: Truth, r: np.ndarray):
         return quality.CachedFaces(cache, r, t.labels, t.class_names)
 
-    def epochs_for(step: int, step_s: float | None, n: int) -> int:
+    def epochs_for(step: int, n: int, faces) -> int | None:
         if args.epochs is not None:
             return args.epochs
+        if args.reuse_cache and args.cache_dir and cached_epochs(Path(args.cache_dir) / cache_key(
+                TRAININGS[step], args, faces)):
+            return None  # the cached training, whatever its epochs
+        if plan["step_s"] is None:
+            plan["step_s"] = quality.probe_step_seconds(args, faces.num_classes, faces)
         left = args.budget_minutes * 60 - (time.monotonic() - started)
-        return quality.plan_epochs(left, step_s, math.ceil(n / args.batch_size), 2 * n, args.batch_size,
-                                   TRAININGS[step:], args.max_epochs)
+        epochs = quality.plan_epochs(left, plan["step_s"], math.ceil(n / args.batch_size), 2 * n, args.batch_size,
+                                     TRAININGS[step:], args.max_epochs)
+        # One common number: a later training may get fewer (the machine got busier), never more,
+        # or the slack of a quiet spell goes to the baseline and starves round 2.
+        plan["first"] = plan.get("first") or epochs
+        return min(epochs, plan["first"])
+
+    def trained(step: int, faces, work: Path, name: str):
+        out_dir, embeddings, norms, measured, epochs = train_run(TRAININGS[step], args, epochs_for(step, len(faces),
+                                                                                                    faces),
+                                                                 faces, work, name)
+        # Re-plan the rest with the rate measured (the machine is shared); never the faster guess.
+        if plan["step_s"] is not None:
+            plan["step_s"] = max(plan["step_s"], measured)
+        return out_dir, embeddings, norms, epochs
 
     with tempfile.TemporaryDirectory(prefix="noise-") as scratch:
         work = Path(args.work_dir or scratch)
         write_noisy_set(noisy, work / "noisy")
         faces = faces_of(truth, rows)
-        step_s = None if args.epochs is not None else quality.probe_step_seconds(args, faces.num_classes, faces)
-        epochs = [epochs_for(0, step_s, len(faces))]
-        run1, emb1, norms1, measured = train_run("robustface", args, epochs[0], faces, work, "round1")
-        # Re-plan the rest with the rate measured (the machine is shared); never the faster guess.
-        step_s = None if step_s is None else max(step_s, measured)
+        run1, emb1, norms1, e1 = trained(0, faces, work, "round1")
+        epochs = [e1]
         flags1 = mine_run(run1, emb1, norms1, truth.labels)
-        result = {"round1": score_flags(flags1, truth)}
+        result = {"round1": {**score_flags(flags1, truth), "noisy_ranking": margin_ranking(emb1, truth)}}
 
-        epochs.append(epochs_for(1, step_s, len(faces)))
-        base, emb_base, _, measured = train_run("arcface", args, epochs[1], faces, work, "arcface")
-        step_s = None if step_s is None else max(step_s, measured)
+        base, emb_base, _, e2 = trained(1, faces, work, "arcface")
+        epochs.append(e2)
         result["baselines"] = {"arcface_loss": loss_baseline(base, truth),
                                "cleanlab": cleanlab_baseline(emb_base, truth, args.seed)}
 
-        corrected, rows2, decisions = oracle_review(flags1, truth, rows)
-        faces2 = faces_of(corrected, rows2)
-        epochs.append(epochs_for(2, step_s, len(faces2)))
-        run2, emb2, norms2, _ = train_run("robustface", args, epochs[2], faces2, work, "round2")
-        result["round2"] = {**score_flags(mine_run(run2, emb2, norms2, corrected.labels), corrected),
-                            "decisions": decisions,
-                            "remaining": {k: int(np.sum(corrected.kinds == k)) for k in ("clean", "closed", "open",
-                                                                                          "split")}}
+        if not args.no_round2:
+            corrected, rows2, decisions = oracle_review(flags1, truth, rows)
+            faces2 = faces_of(corrected, rows2)
+            run2, emb2, norms2, e3 = trained(2, faces2, work, "round2")
+            epochs.append(e3)
+            mined2 = mine_run(run2, emb2, norms2, corrected.labels)
+            flags2 = not_decided_before(mined2, rows2, rejected_faces(flags1, truth))
+            result["round2"] = {**score_flags(flags2, corrected), "noisy_ranking": margin_ranking(emb2, corrected),
+                                "decisions": decisions, "not_raised_again": len(mined2) - len(flags2),
+                                "remaining": {k: int(np.sum(corrected.kinds == k))
+                                              for k in ("clean", "closed", "open", "split")}}
     result["seconds"] = time.monotonic() - started
     result["setup"] = {"identities": len(identities), "images": len(rows), "noise": noisy.counts(),
                        "size": args.size, "epochs": epochs, "budget_minutes": args.budget_minutes,
-                       "batch_size": args.batch_size, "threads": torch.get_num_threads()}
+                       "batch_size": args.batch_size, "threads": torch.get_num_threads(),
+                       "reused_cache": bool(args.reuse_cache)}
     return result
 
 

@@ -2,6 +2,6 @@
 (noisy, hard, low_norm, duplicate_identity, near_duplicate). numpy, torch and faiss only."""
 from ml.mining.candidate import KINDS, FlagCandidate
 from ml.mining.config import MiningConfig
-from ml.mining.flags import mine, read_flags, write_flags
+from ml.mining.flags import face_margins, mine, read_flags, write_flags
 
-__all__ = ["KINDS", "FlagCandidate", "MiningConfig", "mine", "read_flags", "write_flags"]
+__all__ = ["KINDS", "FlagCandidate", "MiningConfig", "face_margins", "mine", "read_flags", "write_flags"]

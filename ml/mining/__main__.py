@@ -34,10 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--open-set-angle", type=float, help="degrees (default: calibrated)")
     parser.add_argument("--low-norm", type=float, help="norm threshold (default: calibrated)")
-    parser.add_argument("--duplicate-cosine", type=float, help="identity-centre cosine (default: calibrated)")
+    parser.add_argument("--duplicate-score", type=float,
+                        help="identity-pair cross margin, a cosine difference <= 0 (default: calibrated)")
     parser.add_argument("--near-duplicate-cosine", type=float, help="face cosine (default: calibrated)")
-    parser.add_argument("--margin", type=float, help="band margin m in radians (default: the run's, else 0.5)")
-    parser.add_argument("--m1", type=float, help="band |m1| in radians (default: the run's, else 0.15)")
+    parser.add_argument("--margin", type=float, help="hard band margin m in radians (default: 0)")
+    parser.add_argument("--m1", type=float, help="noisy band |m1| in radians (default: calibrated)")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = MiningConfig(
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
         open_set_angle=args.open_set_angle, low_norm_threshold=args.low_norm,
-        duplicate_cosine=args.duplicate_cosine, near_duplicate_cosine=args.near_duplicate_cosine,
+        duplicate_score=args.duplicate_score, near_duplicate_cosine=args.near_duplicate_cosine,
         margin=args.margin, margin_m1=args.m1, seed=args.seed,
     )
     stats = None

@@ -6,8 +6,10 @@ the MAD is 0 (many equal values) the IQR stands in, then the standard deviation.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -24,12 +26,18 @@ class Threshold:
     sigma: float | None = None
     k: float | None = None
     samples: int = 0
+    details: dict | None = None  # further fitted numbers (already JSON-clean)
 
     def as_dict(self) -> dict:
-        def clean(x):
-            return None if x is None or not math.isfinite(x) else round(float(x), 6)
-        return {"name": self.name, "value": clean(self.value), "rule": self.rule, "median": clean(self.median),
-                "sigma": clean(self.sigma), "k": self.k, "samples": self.samples}
+        out = {"name": self.name, "value": _clean(self.value), "rule": self.rule, "median": _clean(self.median),
+               "sigma": _clean(self.sigma), "k": self.k, "samples": self.samples}
+        if self.details:
+            out.update(self.details)
+        return out
+
+
+def _clean(x):
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def fixed(name: str, value: float) -> Threshold:
@@ -65,12 +73,6 @@ def upper_threshold(name: str, values, k: float, *, min_gap: float = 0.0,
     return Threshold(name, value, rule, median, sigma, k, n)
 
 
-def open_set_angle(angles_deg, configured: float | None, k: float, min_gap: float) -> Threshold:
-    if configured is not None:
-        return fixed("open_set_angle_deg", configured)
-    return upper_threshold("open_set_angle_deg", angles_deg, k, min_gap=min_gap)
-
-
 def low_norm(norms, configured: float | None, k: float) -> Threshold:
     """A norm below which faces are flagged: exp(median(log n) - k·σ(log n)). Logs because norms
     are positive and skewed; the record's median is a norm, its sigma a log-norm spread."""
@@ -85,14 +87,81 @@ def low_norm(norms, configured: float | None, k: float) -> Threshold:
                      math.exp(median), sigma, k, n)
 
 
-def duplicate_cosine(top1_cosines, configured: float | None, k: float, min_cosine: float) -> Threshold:
+def duplicate_score(top1_scores, configured: float | None, expected_false: float, tests: int) -> Threshold:
+    """The bound on the best-candidate score of an identity pair. Most identities' best candidate
+    is simply another person: a robust normal fitted to every identity's best score is the null,
+    and the bound sits where about `expected_false` of the `tests` pairs put to it (the mutual
+    ones) would pass by chance: median + z*sigma, z = Phi^-1(1 - expected_false / tests). It
+    tightens as a dataset grows (z 1.8 for 50 tests, 3.5 for 20,000)."""
     if configured is not None:
-        return fixed("duplicate_cosine", configured)
-    return upper_threshold("duplicate_cosine", top1_cosines, k, low=min_cosine, high=1.0)
+        return fixed("duplicate_score", configured)
+    median, sigma, n = robust_location_scale(top1_scores)
+    if n == 0 or tests <= 0:
+        return Threshold("duplicate_score", math.inf, "no data", samples=n)
+    z = NormalDist().inv_cdf(1.0 - expected_false / tests) if tests > expected_false else 0.0
+    return Threshold("duplicate_score", median + z * sigma,
+                     "median + z*sigma of every identity's best score, z = Phi^-1(1 - expected_false / tests)",
+                     median, sigma, round(z, 4), n, {"expected_false": expected_false, "tests": int(tests)})
 
 
 def near_duplicate_cosine(top1_cosines, configured: float | None, k: float,
                           bounds: tuple[float, float]) -> Threshold:
     if configured is not None:
         return fixed("near_duplicate_cosine", configured)
-    return upper_threshold("near_duplicate_cosine", top1_cosines, k, low=bounds[0], high=bounds[1])
+    threshold = upper_threshold("near_duplicate_cosine", top1_cosines, k, low=bounds[0], high=bounds[1])
+    if threshold.median is not None and threshold.median >= bounds[1]:
+        # The typical face's nearest neighbour is already as close as a copy: the model has
+        # collapsed each identity (a small or easy set), so cosine cannot tell copies from
+        # photos of one person. Only the run's top 1% of nearest-neighbour cosines are raised,
+        # rather than most faces.
+        top = float(np.quantile(np.asarray(top1_cosines, dtype=np.float64), 0.99))
+        return dataclasses.replace(threshold, value=max(bounds[1], top),
+                                   rule=threshold.rule + "; collapsed embedding (median above the upper bound): "
+                                        "the 99th percentile instead")
+    return threshold
+
+
+def noise_margin(margins_deg, configured_m1: float | None, k: float) -> Threshold:
+    """The margin (angle to the own centre minus angle to the nearest other, degrees) beyond
+    which a face is noisy: the RobustFace rule theta_1 < theta_y - |m1| with |m1| read off this
+    run's margin distribution as a robust upper outlier bound (median + k*sigma), or a fixed |m1|."""
+    if configured_m1 is not None:
+        return fixed("noise_margin_deg", math.degrees(abs(configured_m1)))
+    # |m1| >= 0: a face is never noisy while it is nearer its own centre than any other.
+    return upper_threshold("noise_margin_deg", margins_deg, k, low=0.0)
+
+
+def crossing_angle(genuine_deg, impostor_deg, configured: float | None) -> Threshold:
+    """The angle up to which a face belongs to an identity: where the run's genuine angles (faces
+    to their own centre) and impostor angles (faces to the nearest other centre) are equally
+    likely, each fitted by a robust normal (median, 1.4826*MAD). The run's own verification
+    threshold against identity centres; a fixed angle (75 in the Sub-center ArcFace recipe)
+    replaces it."""
+    if configured is not None:
+        return fixed("open_set_angle_deg", configured)
+    mu_g, sd_g, n_g = robust_location_scale(genuine_deg)
+    mu_i, sd_i, n_i = robust_location_scale(impostor_deg)
+    if n_g == 0 or n_i == 0 or not (sd_g > 0 and sd_i > 0):
+        return Threshold("open_set_angle_deg", math.inf, "no data", samples=0)
+    value = _equal_density(mu_g, sd_g, mu_i, sd_i)
+    return Threshold("open_set_angle_deg", value,
+                     "equal density of normal(genuine: face to own centre) and normal(impostor: face to nearest "
+                     "other centre), robust fits", mu_g, sd_g, None, n_g,
+                     {"impostor_median": _clean(mu_i), "impostor_sigma": _clean(sd_i), "impostor_samples": n_i})
+
+
+def _equal_density(mu_g: float, sd_g: float, mu_i: float, sd_i: float) -> float:
+    """The point between the two means where N(mu_g, sd_g) and N(mu_i, sd_i) have equal density
+    (the midpoint where the means coincide or no root lies between them)."""
+    low, high = min(mu_g, mu_i), max(mu_g, mu_i)
+    # log N_g(x) = log N_i(x)  <=>  a x^2 + b x + c = 0
+    a = 1.0 / sd_i ** 2 - 1.0 / sd_g ** 2
+    b = 2.0 * (mu_g / sd_g ** 2 - mu_i / sd_i ** 2)
+    c = mu_i ** 2 / sd_i ** 2 - mu_g ** 2 / sd_g ** 2 + 2.0 * math.log(sd_i / sd_g)
+    if abs(a) < 1e-12:
+        roots = [-c / b] if b != 0 else []
+    else:
+        disc = b * b - 4 * a * c
+        roots = [] if disc < 0 else [(-b + s * math.sqrt(disc)) / (2 * a) for s in (1.0, -1.0)]
+    inside = [r for r in roots if low <= r <= high]
+    return float(inside[0]) if inside else (low + high) / 2.0

@@ -10,32 +10,37 @@ from ml.mining.candidate import KINDS
 class MiningConfig:
     kinds: tuple[str, ...] = KINDS
 
-    # RobustFace band rule, in radians like the heads. None: the run's own (stats.npz "margins"),
-    # else 0.5 and 0.15. The same values band embedding-only angles.
+    # The RobustFace band rule on embedding angles (ml.mining.noisy), radians like the heads.
+    # margin_m1: |m1| of the noisy band theta_1 < theta_y - |m1|; None: calibrated, the robust
+    # upper outlier bound median + noise_k * sigma of the run's margins theta_y - theta_1.
+    # margin: m of the hard band theta_1 < theta_y + m; None: 0 (nearer another identity's centre).
     margin: float | None = None
     margin_m1: float | None = None
+    noise_k: float = 1.5
 
     # Reference faces (Deep Self-Learning prototypes) per identity.
     prototypes_per_identity: int = 3
     prototype_samples: int = 64
     seed: int = 0
 
-    # Open-set noise: angle (degrees) to the own identity's prototype centre and to every other.
-    # None: median + k * robust sigma of the run's own-centre angles, at least min_gap above the
-    # median. A number (75 in the Sub-center ArcFace recipe) is used as is.
+    # Open-set noise: the angle (degrees) up to which a face belongs to an identity; a noisy face
+    # farther than it from every centre is open-set. None: where the run's genuine angles (face to
+    # own centre) and impostor angles (face to nearest other centre) are equally likely. A number
+    # (75 in the Sub-center ArcFace recipe) is used as is.
     open_set_angle: float | None = None
-    open_set_k: float = 4.0
-    open_set_min_gap: float = 15.0
 
     # Low feature norm: robust z-score of log(norm) below -k, or a fixed norm.
     low_norm_threshold: float | None = None
     low_norm_k: float = 3.5
 
-    # Duplicate identities: cosine of identity centres (normalised mean embeddings); None:
-    # median + k * robust sigma of every identity's top-1 neighbour cosine, at least min_cosine.
-    duplicate_cosine: float | None = None
-    duplicate_k: float = 6.0
-    duplicate_min_cosine: float = 0.3
+    # Duplicate identities (ml.mining.duplicates): candidate pairs from a k-NN over identity
+    # centres; a pair's score is its cross margin (how much farther its faces lie from the other
+    # identity's centre than from their own, as a cosine difference). Accepted when the two are
+    # each other's best candidate and the score is an upper outlier of every identity's best score,
+    # the bound set so that about duplicate_expected_false of the mutual pairs would pass by
+    # chance (calibrate.duplicate_score); duplicate_score fixes the bound.
+    duplicate_score: float | None = None
+    duplicate_expected_false: float = 1.0
     duplicate_neighbours: int = 4
 
     # Near-duplicate images: face cosine; None: median + k * sigma of faces' top-1 neighbour

@@ -1,11 +1,20 @@
 """Duplicate identities (one person under two ids) and near-duplicate images.
 
-Duplicate identities: candidate pairs come from two places, never from all pairs: a k-NN
+Duplicate identities. Candidate pairs come from two places, never from all pairs: a faiss k-NN
 self-join of the identity centres (unit mean embeddings), and the identity pairs that the face
-neighbour graph links (a face whose nearest faces carry another label). Each candidate's centre
-cosine is then computed exactly. The threshold is an outlier bound on every identity's top-1
-candidate cosine, since most identities' nearest other centre is simply another person. The
-survivor of a merge is the larger identity (the lower id on a tie).
+neighbour graph links (a face whose nearest faces carry another label). Each candidate pair
+(a, b) is scored by its cross margin
+    s(a, b) = 1/2 [ mean_{f in a} (cos(f, c_b) - cos(f, c_a without f)) + the same from b's side ],
+how much nearer its faces are to their own centre than to the other's (0: the other centre is as
+near as their own, as for two halves of one person). It needs no pass over the faces per pair:
+mean_{f in a} cos(f, c_b) = r_a cos(c_a, c_b), r_a = |sum of a's unit faces| / n_a, and the
+leave-one-out own cosines are averaged per identity once. Unlike the raw centre cosine it
+corrects for how tight each identity is (a tight small identity's centre is near anything of its
+kind), and it is the geometry training cannot hide: the classifier pushes the two halves' weights
+apart, their faces stay near both. A pair is accepted when a and b are each other's best
+candidate (mutual) and s is a robust upper outlier of every identity's best score (calibrate.
+duplicate_score: the bound where about config.duplicate_expected_false of the mutual pairs would
+pass by chance). The survivor of a merge is the larger identity (the lower id on a tie).
 Near duplicates: neighbour-graph edges with cosine close to 1, within or across identities (a
 burst of more than k copies still has every face flagged with k of them).
 """
@@ -47,7 +56,7 @@ def candidate_identity_pairs(identities: Identities, neighbours: FaceNeighbours 
     found = positions >= 0
     a = [np.repeat(present, positions.shape[1])[found.ravel()]]
     b = [present[positions[found]]]
-    search = f"centres: {plan.describe()}"
+    search = f"centres: faiss {plan.describe()}"
     if neighbours is not None:
         a.append(np.repeat(labels[neighbours.rows], neighbours.positions.shape[1]))
         b.append(neighbours.labels(labels).ravel())
@@ -56,43 +65,84 @@ def candidate_identity_pairs(identities: Identities, neighbours: FaceNeighbours 
     return low, high, search
 
 
+def mean_own_cosine(own_cos: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
+    """Per identity, the mean leave-one-out cosine of its faces to its centre (NaN: fewer than 2)."""
+    finite = np.isfinite(own_cos)
+    sums = np.bincount(labels[rows][finite], weights=own_cos[finite], minlength=count)
+    counts = np.bincount(labels[rows][finite], minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
+def cross_margins(identities: Identities, own_mean: np.ndarray, a: np.ndarray, b: np.ndarray,
+                  cos: np.ndarray) -> np.ndarray:
+    """s(a, b) of the module doc, NaN where either side has no leave-one-out cosine."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = identities.sum_norm / np.maximum(identities.sizes, 1)
+    return 0.5 * ((r[a] * cos - own_mean[a]) + (r[b] * cos - own_mean[b]))
+
+
+def best_per_identity(a: np.ndarray, b: np.ndarray, score: np.ndarray, count: int) -> np.ndarray:
+    """Per identity, the position (into a, b) of its best-scoring candidate pair; -1 where none."""
+    ends = np.concatenate([a, b])
+    values = np.concatenate([score, score])
+    positions = np.concatenate([np.arange(len(a)), np.arange(len(a))])
+    usable = np.isfinite(values)
+    order = np.lexsort((-values[usable], ends[usable]))  # by identity, best first
+    ends, positions = ends[usable][order], positions[usable][order]
+    first = np.ones(len(ends), dtype=bool)
+    first[1:] = ends[1:] != ends[:-1]
+    best = np.full(count, -1, dtype=np.int64)
+    best[ends[first]] = positions[first]
+    return best
+
+
 def find_duplicate_identities(identities: Identities, neighbours: FaceNeighbours | None, labels: np.ndarray,
-                              config: MiningConfig):
-    """((a, b, cosine) arrays over class ids with a < b, threshold, search description)."""
+                              own_mean: np.ndarray, config: MiningConfig):
+    """((a, b, score, cosine) arrays over class ids with a < b, threshold, search description)."""
+    empty = np.empty(0, dtype=np.int64)
     if int((identities.sizes > 0).sum()) < 2:
-        empty = np.empty(0, dtype=np.int64)
-        return (empty, empty, np.empty(0)), calibrate.duplicate_cosine([], config.duplicate_cosine, 0, 1), "none"
+        return (empty, empty, np.empty(0), np.empty(0)), calibrate.duplicate_score(
+            [], config.duplicate_score, config.duplicate_expected_false, 0), "none"
     a, b, search = candidate_identity_pairs(identities, neighbours, labels, config)
-    cos = centre_cosines(identities.centres, a, b, config.batch_size)
-    top1 = np.full(identities.count, -np.inf)
-    np.maximum.at(top1, a, cos)
-    np.maximum.at(top1, b, cos)
-    threshold = calibrate.duplicate_cosine(top1[np.isfinite(top1)], config.duplicate_cosine, config.duplicate_k,
-                                           config.duplicate_min_cosine)
-    keep = cos >= threshold.value
-    return (a[keep], b[keep], cos[keep]), threshold, search
+    cos = centre_cosines(identities.centres, a, b, config.batch_size).astype(np.float64)
+    score = cross_margins(identities, own_mean, a, b, cos)
+    best = best_per_identity(a, b, score, identities.count)
+    has = best >= 0
+    mutual = (best[a] >= 0) & (best[a] == best[b]) & (best[a] == np.arange(len(a)))
+    threshold = calibrate.duplicate_score(score[best[has]], config.duplicate_score, config.duplicate_expected_false,
+                                          int(mutual.sum()))
+    keep = mutual & (score >= threshold.value)
+    return (a[keep], b[keep], score[keep], cos[keep]), threshold, search
 
 
-def duplicate_identity_flags(pairs, threshold, search: str, identities: Identities) -> list[FlagCandidate]:
+def duplicate_identity_flags(pairs, threshold, search: str, identities: Identities,
+                             own_mean: np.ndarray) -> list[FlagCandidate]:
     record = threshold.as_dict()
     flags = []
-    for a, b, cos in zip(*(np.asarray(x).tolist() for x in pairs)):
+    for a, b, score, cos in zip(*(np.asarray(x).tolist() for x in pairs)):
         size_a, size_b = int(identities.sizes[a]), int(identities.sizes[b])
         survivor = a if size_a >= size_b else b
-        evidence = {"cosine": round(cos, 4), "size": size_a, "other_size": size_b,
+        evidence = {"cross_margin": round(score, 4), "cosine": round(cos, 4), "size": size_a, "other_size": size_b,
+                    "mean_own_cosine": round(float(own_mean[a]), 4),
+                    "other_mean_own_cosine": round(float(own_mean[b]), 4), "mutual": True,
                     "reference_faces": {"label": identities.references(a), "other_label": identities.references(b)},
-                    "centre": "normalised mean embedding", "thresholds": {"duplicate_cosine": record},
+                    "centre": "normalised mean embedding", "thresholds": {"duplicate_score": record},
+                    "score_rule": "cross margin: mean cosine of each side's faces to the other centre minus to "
+                                  "their own (leave-one-out), averaged over both sides",
                     "search": search}
-        flags.append(FlagCandidate(DUPLICATE_IDENTITY, float(cos), None, None, int(a), int(b), "merge", int(survivor),
-                                   evidence))
+        flags.append(FlagCandidate(DUPLICATE_IDENTITY, float(score), None, None, int(a), int(b), "merge",
+                                   int(survivor), evidence))
     return flags
 
 
 def mine_duplicate_identities(identities: Identities, neighbours: FaceNeighbours | None, labels: np.ndarray,
-                              config: MiningConfig):
-    """(flags, set of (a, b) class-id pairs with a < b)."""
-    pairs, threshold, search = find_duplicate_identities(identities, neighbours, labels, config)
-    flags = duplicate_identity_flags(pairs, threshold, search, identities)
+                              own_cos: np.ndarray, rows: np.ndarray, config: MiningConfig):
+    """(flags, set of (a, b) class-id pairs with a < b). own_cos: per row, the face's
+    leave-one-out cosine to its own centre (prototypes.own_centre_cosine)."""
+    own_mean = mean_own_cosine(own_cos, labels, rows, identities.count)
+    pairs, threshold, search = find_duplicate_identities(identities, neighbours, labels, own_mean, config)
+    flags = duplicate_identity_flags(pairs, threshold, search, identities, own_mean)
     return flags, set(zip(pairs[0].tolist(), pairs[1].tolist()))
 
 

@@ -20,12 +20,12 @@ from ml.mining.candidate import (  # noqa: F401 (FlagCandidate re-exported: part
 from ml.mining.config import MiningConfig
 from ml.mining.duplicates import mine_duplicate_identities, mine_near_duplicates
 from ml.mining.neighbours import face_neighbours
-from ml.mining.noisy import mine_noisy
-from ml.mining.prototypes import build_identities
+from ml.mining.noisy import face_angles, mine_noisy
+from ml.mining.prototypes import build_identities, own_centre_cosine
 from ml.mining.quality import mine_low_norm
 from ml.mining.search import row_norms
 
-__all__ = ["FlagCandidate", "MiningConfig", "eligible_rows", "mine", "read_flags", "write_flags"]
+__all__ = ["FlagCandidate", "MiningConfig", "eligible_rows", "face_margins", "mine", "read_flags", "write_flags"]
 
 
 def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray | None,
@@ -60,7 +60,8 @@ def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = Non
     flags: list[FlagCandidate] = []
     duplicate_pairs: set[tuple[int, int]] = set()
     if DUPLICATE_IDENTITY in config.kinds:
-        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, config)
+        own_cos = own_centre_cosine(embeddings, labels, rows, identities, config.batch_size)
+        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, own_cos, rows, config)
         flags += found
     if NOISY in config.kinds or HARD in config.kinds:
         flags += [f for f in mine_noisy(embeddings, labels, rows, identities, neighbours, stats, config,
@@ -72,6 +73,25 @@ def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = Non
     order = {kind: i for i, kind in enumerate(KINDS)}
     flags.sort(key=lambda f: (order[f.kind], -f.score))
     return flags
+
+
+def face_margins(*, embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray | None = None,
+                 config: MiningConfig | None = None) -> np.ndarray:
+    """Per face, the margin the noisy rule thresholds (degrees: angle to its own centre, itself
+    left out, minus angle to the nearest other centre); NaN where the face takes no part. A
+    ranking of every face, for comparing the miner's geometry with other noise scores."""
+    config = config or MiningConfig()
+    labels = np.asarray(labels).astype(np.int64)
+    out = np.full(len(labels), np.nan)
+    rows = eligible_rows(embeddings, labels, active, config.batch_size)
+    if len(rows) == 0:
+        return out
+    identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
+                                  samples_per_identity=config.prototype_samples, seed=config.seed,
+                                  batch_size=config.batch_size)
+    angles = face_angles(embeddings, labels, rows, identities, face_neighbours(embeddings, rows, config), config)
+    out[rows] = angles.own_angle - angles.other_angle
+    return out
 
 
 def write_flags(flags: Iterable[FlagCandidate], path: str | Path) -> int:

@@ -25,6 +25,7 @@ class Identities:
 
     sizes: np.ndarray             # (C,) eligible faces
     centres: np.ndarray           # (C, D) float32, unit mean embeddings
+    sum_norm: np.ndarray          # (C,) |sum of the faces' unit embeddings|: centre * sum_norm is the sum
     members: np.ndarray           # (C, p) int64 dataset indices of the prototypes, -1 padded
     prototype_mean: np.ndarray    # (C, D) float32, plain mean of the prototypes' unit embeddings
 
@@ -48,8 +49,8 @@ class Identities:
 
 
 def mean_centres(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int,
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(sizes, unit mean embeddings) per class over the given rows."""
+                 batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sizes, unit mean embeddings, norms of the sums) per class over the given rows."""
     sums = torch.zeros((count, embeddings.shape[1]), dtype=torch.float32)
     for part in batches(len(rows), batch_size):
         chunk = rows[part]
@@ -57,7 +58,7 @@ def mean_centres(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, c
                         torch.from_numpy(unit_rows(embeddings, chunk)))
     sizes = np.bincount(labels[rows], minlength=count)
     centres = torch.nn.functional.normalize(sums, dim=1).numpy()
-    return sizes, centres
+    return sizes, centres, sums.norm(dim=1).numpy().astype(np.float64)
 
 
 def identity_prototypes(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int, *,
@@ -101,10 +102,23 @@ def prototype_means(embeddings: np.ndarray, members: np.ndarray, batch_size: int
 def build_identities(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, p: int = 3,
                      samples_per_identity: int = 64, seed: int = 0, batch_size: int = 32_768) -> Identities:
     count = int(labels[rows].max()) + 1 if len(rows) else 0
-    sizes, centres = mean_centres(embeddings, labels, rows, count, batch_size)
+    sizes, centres, sum_norm = mean_centres(embeddings, labels, rows, count, batch_size)
     members = identity_prototypes(embeddings, labels, rows, count, p=p, samples_per_identity=samples_per_identity,
                                   seed=seed, batch_size=batch_size)
-    return Identities(sizes, centres, members, prototype_means(embeddings, members, batch_size))
+    return Identities(sizes, centres, sum_norm, members, prototype_means(embeddings, members, batch_size))
+
+
+def own_centre_cosine(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, identities: Identities,
+                      batch_size: int) -> np.ndarray:
+    """Cosine of each face to its own identity's centre with the face itself left out (the
+    normalised sum of the other faces' unit embeddings): a face must not vote for itself, which
+    matters most in small identities. NaN for an identity's only face."""
+    own = labels[rows].astype(np.int64)
+    dot = row_dot(embeddings, rows, identities.centres, own, batch_size).astype(np.float64) * identities.sum_norm[own]
+    rest = np.sqrt(np.maximum(identities.sum_norm[own] ** 2 - 2.0 * dot + 1.0, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (dot - 1.0) / rest
+    return np.where((identities.sizes[own] > 1) & (rest > 1e-6), np.clip(cos, -1.0, 1.0), np.nan)
 
 
 def row_dot(embeddings: np.ndarray, rows: np.ndarray, vectors: np.ndarray, classes: np.ndarray,

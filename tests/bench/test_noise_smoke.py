@@ -66,10 +66,26 @@ def test_oracle_removes_open_relabels_closed_merges_true_pairs_and_rejects_the_r
     assert set(corrected.kinds) == {"clean"} and not corrected.pairs
 
 
+def test_round_two_does_not_raise_again_what_the_reviewer_kept(bench):
+    truth = tiny_truth(bench)
+    b = truth.class_names.index("b")
+    round1 = [flag("noisy", 1, 5.0, "relabel", target=b), flag("noisy", 2, 1.0, "relabel", target=b),
+              flag("hard", 3, 1.0), flag("noisy", 4, 3.0, "remove")]
+    rejected = bench.rejected_faces(round1, truth)
+    assert rejected == {(2, "relabel"), (3, "keep")}  # faces 1 and 4 were fixed, not kept
+    # Round 2 trains without face 4 (removed): its face i is round 1's rows[i].
+    rows = np.array([0, 1, 2, 3, 5, 6, 7])
+    round2 = [flag("noisy", 2, 1.0, "relabel", target=b), flag("noisy", 2, 1.0, "remove"), flag("hard", 3, 1.0),
+              flag("hard", 4, 1.0), flag("duplicate_identity", None, 0.9, "merge", label=0, other=2)]
+    kept = bench.not_decided_before(round2, rows, rejected)
+    assert [(f.kind, f.index, f.suggestion) for f in kept] == [("noisy", 2, "remove"), ("hard", 4, "keep"),
+                                                              ("duplicate_identity", None, "merge")]
+
+
 @pytest.mark.slow
-def test_quick_run_prints_one_json_object_of_the_promised_shape(lfw_root, bench, capsys, tmp_path):
+def test_quick_run_prints_one_json_object_of_the_promised_shape(lfw_root, bench, capsys, tmp_path, monkeypatch):
     argv = ["--lfw", str(lfw_root), "--quick", "--limit-identities", "12", "--epochs", "1", "--size", "24",
-            "--batch-size", "32", "--work-dir", str(tmp_path)]
+            "--batch-size", "32", "--work-dir", str(tmp_path), "--cache-dir", str(tmp_path / "cache")]
     assert bench.main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1, "the benchmark must print exactly one line: its JSON"
@@ -86,4 +102,13 @@ def test_quick_run_prints_one_json_object_of_the_promised_shape(lfw_root, bench,
         assert 0.0 <= result["baselines"][name]["f1"] <= 1.0
         assert 0.0 <= result["baselines"][name]["auc"] <= 1.0
     assert result["seconds"] > 0 and result["setup"]["epochs"] == [1, 1, 1]
+    assert {"auc", "f1_best_threshold"} <= set(result["round1"]["noisy_ranking"])
     assert (tmp_path / "noisy" / "ground_truth.jsonl").exists()
+
+    # Every training was cached; a second run re-mines from the cache without training at all.
+    assert len(list((tmp_path / "cache").glob("*/e1/done.json"))) == 3
+    monkeypatch.setattr(bench, "train", lambda *a, **k: pytest.fail("a cached training was run again"))
+    assert bench.main(argv + ["--reuse-cache"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["setup"]["reused_cache"] is True
+    assert again["round1"] == result["round1"] and again["round2"] == result["round2"]

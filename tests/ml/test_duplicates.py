@@ -53,7 +53,9 @@ def test_duplicate_identities_are_found_and_merged_into_the_larger(exact_pairs):
         assert f.target_label == f.label  # the 25-face identity survives the 10-face one
         assert (f.evidence["size"], f.evidence["other_size"]) == (25, 10)
         assert f.evidence["reference_faces"]["label"] and f.evidence["reference_faces"]["other_label"]
-        assert f.score >= f.evidence["thresholds"]["duplicate_cosine"]["value"]
+        assert f.score >= f.evidence["thresholds"]["duplicate_score"]["value"]
+        assert f.evidence["mutual"] and -1.0 < f.evidence["cross_margin"] <= 0.05
+        assert f.evidence["cosine"] > 0.7
         json.dumps(f.to_dict(), allow_nan=False)
     # Faces split between the two ids are explained by the merge, not flagged for relabelling.
     relabel = [f for f in flags if f.kind == "noisy" and f.suggestion == "relabel"]
@@ -63,12 +65,24 @@ def test_duplicate_identities_are_found_and_merged_into_the_larger(exact_pairs):
 def test_duplicate_threshold_is_calibrated_unless_configured():
     embeddings, labels = make_identities()
     flags = mine(embeddings=embeddings, labels=labels, config=MiningConfig(kinds=("duplicate_identity",)))
-    record = flags[0].evidence["thresholds"]["duplicate_cosine"]
+    record = flags[0].evidence["thresholds"]["duplicate_score"]
     assert record["rule"].startswith("median") and record["samples"] == 60
-    assert record["median"] < record["value"] < 0.9
+    assert record["median"] < record["value"] < 0.0
     strict = mine(embeddings=embeddings, labels=labels,
-                  config=MiningConfig(kinds=("duplicate_identity",), duplicate_cosine=0.999))
+                  config=MiningConfig(kinds=("duplicate_identity",), duplicate_score=0.5))
     assert strict == []
+
+
+def test_duplicate_pairs_must_be_each_others_best_candidate():
+    # However lax the bound, a pair is only a merge when each is the other's best candidate:
+    # an identity is in one pair at most, and the planted half goes with its original.
+    embeddings, labels = make_identities(duplicates=((0, 1),))
+    flags = mine(embeddings=embeddings, labels=labels,
+                 config=MiningConfig(kinds=("duplicate_identity",), duplicate_score=-2.0))
+    pairs = pairs_of(flags)
+    assert (0, 1) in pairs
+    ends = [x for p in pairs for x in p]
+    assert len(ends) == len(set(ends)), "an identity is in at most one mutual pair"
 
 
 @pytest.mark.parametrize("exact_pairs", [1e8, 0.0], ids=["exact", "cell-join"])
@@ -122,3 +136,17 @@ def test_search_against_another_base_maps_positions_to_base_rows():
         sims, positions = knn(base, base_rows, queries, np.arange(50), 1,
                               plan_search(len(base_rows), 50, 3, exact_pairs), batch_size=64)
         assert (positions[:, 0] == np.arange(50)).all() and (sims[:, 0] > 0.99).all()
+
+
+def test_a_collapsed_embedding_raises_only_its_closest_pairs_as_near_duplicates():
+    from ml.mining import calibrate
+
+    rng = np.random.default_rng(0)
+    # Every face's nearest neighbour at ~0.99: a model that collapsed each identity to a point.
+    top1 = np.clip(rng.normal(0.99, 0.004, size=2000), -1, 1)
+    threshold = calibrate.near_duplicate_cosine(top1, None, 6.0, (0.95, 0.98))
+    assert (top1 >= threshold.value).mean() <= 0.011
+    assert "collapsed" in threshold.rule
+    # A healthy embedding keeps the calibrated bound.
+    healthy = np.clip(rng.normal(0.7, 0.02, size=2000), -1, 1)
+    assert calibrate.near_duplicate_cosine(healthy, None, 6.0, (0.95, 0.98)).value == 0.95

@@ -145,19 +145,33 @@ def test_unreadable_zero_rows_take_no_part(faces):
     assert not {f.index for f in flags} & set(faces.open.tolist())
 
 
-def test_stats_mode_uses_the_head_angles_and_the_runs_margins(faces):
+def test_stats_mode_records_the_head_angles_beside_the_embedding_geometry(faces):
     stats = head_stats(faces)
-    stats["margins"] = np.array([0.4, 0.1], dtype=np.float32)
     flags = mine(embeddings=faces.embeddings, labels=faces.labels, stats=stats)
     relabel = by_kind(flags, "noisy", "relabel")
     assert {f.index for f in relabel} >= set(faces.closed.tolist())
     f = next(f for f in relabel if f.index == faces.closed[0])
-    assert f.evidence["geometry"] == "head"
-    assert f.evidence["theta_y_deg"] == pytest.approx(math.degrees(stats["theta_y"][f.index]), abs=1e-3)
-    assert f.evidence["thresholds"]["margin_deg"] == pytest.approx(math.degrees(0.4), abs=1e-3)
-    assert f.evidence["thresholds"]["m1_deg"] == pytest.approx(math.degrees(0.1), abs=1e-3)
+    assert f.evidence["geometry"] == "embedding"
+    assert f.evidence["head"]["theta_y_deg"] == pytest.approx(math.degrees(stats["theta_y"][f.index]), abs=1e-3)
+    assert f.evidence["head"]["j_star"] == stats["j_star"][f.index]
+    margin = f.evidence["thresholds"]["noise_margin_deg"]
+    assert margin["rule"].startswith("median") and margin["value"] >= 0
+    assert f.evidence["margin_deg"] > margin["value"]
     # No low_norm flags without norms from either source.
     assert not by_kind(flags, "low_norm")
+
+
+def test_a_configured_m1_fixes_the_noise_margin(faces):
+    def relabelled(m1):
+        flags = mine(embeddings=faces.embeddings, labels=faces.labels, config=MiningConfig(kinds=("noisy",),
+                                                                                           margin_m1=m1))
+        return by_kind(flags, "noisy", "relabel")
+
+    loose, strict = relabelled(0.1), relabelled(1.5)  # 5.7 and 85.9 degrees
+    assert {f.index for f in loose} >= set(faces.closed.tolist())
+    record = loose[0].evidence["thresholds"]["noise_margin_deg"]
+    assert record["rule"].startswith("fixed") and record["value"] == pytest.approx(math.degrees(0.1))
+    assert len(strict) < len(loose)
 
 
 def test_stats_taken_under_an_old_label_are_not_used(faces):
@@ -173,17 +187,31 @@ def test_stats_taken_under_an_old_label_are_not_used(faces):
     assert flag.suggestion == "relabel" and flag.target_label == faces.true[face]
 
 
-def test_noisy_band_without_prototype_support_and_the_margin_band_are_hard(faces):
-    stats = head_stats(faces)
+def test_noisy_band_without_prototype_support_and_the_margin_band_are_hard(faces, monkeypatch):
+    from ml.mining import noisy
+
     clean = np.setdiff1d(np.arange(len(faces.labels)), np.r_[faces.closed, faces.open, faces.low])
-    unsupported, in_margin = int(clean[0]), int(clean[1])
-    stats["theta_y"][unsupported], stats["theta_1"][unsupported] = 1.2, 0.6   # noisy band...
-    stats["j_star"][unsupported] = (faces.labels[unsupported] + 1) % 40       # ...but its prototypes disagree
-    stats["theta_y"][in_margin], stats["theta_1"][in_margin] = 0.7, 0.9       # θ_y - |m1| <= θ_1 < θ_y + m
-    flags = mine(embeddings=faces.embeddings, labels=faces.labels, stats=stats)
+    in_margin = int(clean[0])
+    embeddings = faces.embeddings.astype(np.float32)
+    # Between its own centre and another one, a little nearer the other: 0 < margin <= noise margin
+    # (fixed at 0.2 rad: these clusters are so tight that the calibrated one is 0 and the band empty).
+    own, other = faces.true[in_margin], (faces.true[in_margin] + 1) % 40
+    embeddings[in_margin] = unit(0.48 * faces.centres[own] + 0.52 * faces.centres[other])
+    unsupported = int(faces.closed[0])
+    real = noisy.mean_prototype_cosine
+
+    def disagreeing(embeddings, rows, classes, identities, batch_size):
+        # The reference faces of the identity it sits nearest do not back the band for this face.
+        out = real(embeddings, rows, classes, identities, batch_size)
+        return np.where((rows == unsupported) & (classes != faces.labels[unsupported]), -1.0, out)
+
+    monkeypatch.setattr(noisy, "mean_prototype_cosine", disagreeing)
+    flags = mine(embeddings=embeddings.astype(np.float16), labels=faces.labels, config=MiningConfig(margin_m1=0.2))
     hard = {f.index: f for f in by_kind(flags, "hard")}
     assert hard[unsupported].evidence["reason"] == "noisy_band_unconfirmed"
     assert hard[in_margin].evidence["reason"] == "margin_band"
+    assert 0 < hard[in_margin].evidence["margin_deg"] <= hard[in_margin].evidence["thresholds"]["noise_margin_deg"][
+        "value"]
     assert hard[in_margin].suggestion == hard[unsupported].suggestion == "keep"
     assert hard[unsupported].score > hard[in_margin].score
     assert not {unsupported, in_margin} & {f.index for f in by_kind(flags, "noisy")}
