@@ -8,10 +8,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from reviewapp.models import Decision, Face, Flag, Identity
+from tests.browser.signin import PASSWORD, sign_in
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
-PASSWORD = "a-long-pass-123"
 
 
 def face_jpeg(skin, background, tilt=0) -> bytes:
@@ -57,14 +57,6 @@ def scene(db, tmp_path, django_user_model):
                 suggestion=Flag.Suggestion.MERGE, evidence={"cosine": 0.87, "size": 14, "other_size": 5})
     return {"user": user, "alice": alice, "alice2": alice2, "carl": carl, "alice_faces": alice_faces,
             "alice2_faces": alice2_faces, "carl_faces": carl_faces, "dataset": source.dataset}
-
-
-def sign_in(page, live_server):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "rev")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def test_bulk_remove_merge_and_undo(live_server, page, screenshot, scene):

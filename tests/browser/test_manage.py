@@ -13,6 +13,7 @@ from reviewapp import tasks_rounds
 from reviewapp.models import Flag, Job, Membership, Round
 from reviewapp.services import jobs as job_services
 from reviewapp.services.exports import dataset_export
+from tests.browser.signin import sign_in
 from tests.factories import (
     DatasetFactory, FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory,
 )
@@ -48,10 +49,7 @@ def admin_setup(transactional_db, django_user_model):
 
 
 def _sign_in(page, live_server, username="ada"):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    sign_in(page, live_server, username, PASSWORD)
     page.wait_for_selector("h1:has-text('Datasets')")
 
 

@@ -6,11 +6,11 @@ from PIL import Image, ImageDraw
 
 from reviewapp.models import Face, Flag
 from tests.browser.conftest import ARTIFACTS
+from tests.browser.signin import PASSWORD, sign_in
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
 
-PASSWORD = "a-long-pass-123"
 SKIN = [(224, 182, 150), (198, 134, 96), (141, 85, 56), (240, 200, 170), (176, 120, 84), (110, 70, 45)]
 BACKGROUND = [(70, 110, 160), (120, 150, 90), (160, 90, 90), (90, 90, 120), (150, 140, 110), (60, 120, 120)]
 
@@ -66,14 +66,6 @@ def queue(db, tmp_path, django_user_model):
                        suggestion=Flag.Suggestion.MERGE, identity_a=people[0], identity_b=people[1],
                        suggested_identity=people[1], evidence={"cosine": 0.71, "size": 4, "other_size": 4})
     return {"user": user, "dataset": source.dataset, "people": people, "flags": flags, "pair": pair}
-
-
-def sign_in(page, live_server):
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "rev")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
 
 
 def focused_id(page) -> str:

@@ -1,8 +1,6 @@
 """Round.summary: stored with the flags when a round publishes (flags per kind, the previous
 round's counts), computed by a real in-process round, and the browser's confinement of the
 embeddings method's files to the data root."""
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 from django.utils import timezone
@@ -12,24 +10,7 @@ from reviewapp.models import Flag, Round
 from reviewapp.services.round_data import round_faces_current
 from reviewapp.services.rounds import confine_round_config, round_publish, round_start
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory
-
-TINY = {"epochs": 1, "batch_size": 16, "num_workers": 0, "log_every": 1, "device": "cpu",
-        "data": {"transform": {"crop": None, "size": 32}}}
-
-
-@dataclass
-class Candidate:
-    """The fields of ml.mining.FlagCandidate that publishing reads."""
-
-    kind: str
-    score: float
-    index: int | None
-    label: int | None = None
-    suggestion: str = "remove"
-    target_label: int | None = None
-    other_index: int | None = None
-    other_label: int | None = None
-    evidence: dict = field(default_factory=dict)
+from tests.reviewapp.test_rounds import TINY, Candidate
 
 
 @pytest.fixture
