@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_decision, access_face, access_flag, access_identity
 from .models import Decision, Flag
+from .request_args import positive_int
 from .selectors import identities as sel
 from .services import labels
 from .services.faces import ACTIONS as BULK_ACTIONS
@@ -27,17 +28,9 @@ BULK_DONE = {"remove": "Removed", "low_quality": "Marked low quality", "restore"
 
 # -- helpers ---------------------------------------------------------------------------------------
 
-def _int(value) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number < 2**63 else None
-
-
 def _notice_html(request, notices: list[tuple[str, str]]) -> str:
     """The #messages box, swapped in out of band."""
-    return render_to_string("identities/_messages.html", {"notices": notices}, request=request)
+    return render_to_string("_messages.html", {"notices": notices}, request=request)
 
 
 def _notice(request, text: str, level: str = "info", fallback: str = "/") -> HttpResponse:
@@ -66,7 +59,7 @@ def _same_dataset(*identities):
 def identity_detail(request, identity_id: int):
     identity = access_identity(request.user, identity_id)
     include_removed = request.GET.get("removed") == "1"
-    after = _int(request.GET.get("after"))
+    after = positive_int(request.GET.get("after"))
     is_more = bool(request.htmx and after is not None)
     context = {"identity": identity, "include_removed": include_removed,
                "bulk_url": reverse("identity-bulk", args=[identity.pk]),
@@ -81,7 +74,7 @@ def identity_bulk(request, identity_id: int):
     identity = access_identity(request.user, identity_id)
     back = reverse("identity-detail", args=[identity.pk])
     action = request.POST.get("action", "")
-    ids = [i for i in (_int(v) for v in request.POST.getlist("ids")) if i is not None]
+    ids = [i for i in (positive_int(v) for v in request.POST.getlist("ids")) if i is not None]
     if action not in BULK_ACTIONS:
         return _notice(request, "Choose an action.", "warning", back)
     if not ids:
@@ -90,7 +83,7 @@ def identity_bulk(request, identity_id: int):
         return _notice(request, f"At most {MAX_BULK} faces at a time.", "warning", back)
     target = None
     if action == "relabel":
-        target_id = _int(request.POST.get("identity_id"))
+        target_id = positive_int(request.POST.get("identity_id"))
         if target_id is None:
             return _notice(request, "Choose the identity to relabel to.", "warning", back)
         target = access_identity(request.user, target_id)
@@ -130,18 +123,18 @@ def identity_merge(request, identity_id: int):
     """Merge this identity and `other_id` keeping `survivor_id`; with `flag`, decide that
     duplicate-identity flag instead (verdict "same" merges, "different" keeps them apart)."""
     identity = access_identity(request.user, identity_id)
-    other_id = _int(request.POST.get("other_id"))
+    other_id = positive_int(request.POST.get("other_id"))
     if other_id is None:
         return _notice(request, "Choose the identity to merge with.", "warning",
                        reverse("identity-detail", args=[identity.pk]))
     other = access_identity(request.user, other_id)
     _same_dataset(identity, other)
     back = reverse("pair-detail", args=[identity.pk, other.pk])
-    flag_id = _int(request.POST.get("flag"))
+    flag_id = positive_int(request.POST.get("flag"))
     flag = _pair_flag(request, flag_id, identity, other) if flag_id else None
     verdict = request.POST.get("verdict", "same")
     raw_survivor = request.POST.get("survivor_id")
-    survivor_id = other.pk if raw_survivor == "other" else _int(raw_survivor)
+    survivor_id = other.pk if raw_survivor == "other" else positive_int(raw_survivor)
     if verdict == "same" and survivor_id not in (identity.pk, other.pk):
         return _notice(request, "Choose which identity survives the merge.", "warning", back)
     if verdict not in ("same", "different") or (verdict == "different" and flag is None):
@@ -180,7 +173,7 @@ def pair_detail(request, identity_a: int, identity_b: int):
     _same_dataset(a, b)
     if a.pk == b.pk:
         raise Http404("An identity is not a pair")
-    flag_id = _int(request.GET.get("flag"))
+    flag_id = positive_int(request.GET.get("flag"))
     flag = _pair_flag(request, flag_id, a, b) if flag_id else None
     return render(request, "identities/pair_detail.html", sel.pair_page(a=a, b=b, flag=flag))
 
@@ -191,8 +184,8 @@ def _search_subject(request, dataset):
     """The face (or identity) nearest identities are asked for: ?face=, else the first of the
     checked ?ids= (flag ids, as a review queue sends them; face ids with ?selected=faces),
     else ?identity=."""
-    face_id = _int(request.GET.get("face"))
-    first = next((i for i in (_int(v) for v in request.GET.getlist("ids")) if i), None)
+    face_id = positive_int(request.GET.get("face"))
+    first = next((i for i in (positive_int(v) for v in request.GET.getlist("ids")) if i), None)
     if face_id is None and first is not None:
         if request.GET.get("selected") == "faces":
             face_id = first
@@ -203,7 +196,7 @@ def _search_subject(request, dataset):
             face_id = flag.face_id
     if face_id is not None:
         return access_face(request.user, face_id), None
-    identity_id = _int(request.GET.get("identity"))
+    identity_id = positive_int(request.GET.get("identity"))
     return None, access_identity(request.user, identity_id) if identity_id else None
 
 
@@ -216,7 +209,7 @@ def identity_search(request, dataset_id: int):
     field = request.GET.get("field", "identity_id")
     if field not in ("identity_id", "other_id"):
         field = "identity_id"
-    exclude_id = _int(request.GET.get("exclude"))
+    exclude_id = positive_int(request.GET.get("exclude"))
     exclude = {exclude_id} if exclude_id else set()
     q = request.GET.get("q", "")[:200].replace("\x00", "")  # PostgreSQL text cannot hold NUL
     scores, note, mode = {}, "", "name"
@@ -243,7 +236,7 @@ def identity_search(request, dataset_id: int):
 
 def _filters(params) -> sel.HistoryFilters:
     action = params.get("action", "")
-    return sel.HistoryFilters(user=_int(params.get("user")), round=_int(params.get("round")),
+    return sel.HistoryFilters(user=positive_int(params.get("user")), round=positive_int(params.get("round")),
                               action=action if action in Decision.Action.values else "")
 
 
@@ -251,7 +244,7 @@ def _filters(params) -> sel.HistoryFilters:
 def history(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id)
     filters = _filters(request.GET)
-    before = _int(request.GET.get("before"))
+    before = positive_int(request.GET.get("before"))
     fragment = request.htmx and (before is not None or request.headers.get("HX-Target") == "history-list")
     context = sel.history_view(dataset=dataset, user=request.user, filters=filters, before=before,
                                with_choices=not fragment)

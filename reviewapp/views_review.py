@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_flag, access_identity
 from .models import Flag
+from .request_args import positive_int
 from .selectors import review as review_selectors
 from .services import flags as flag_services
 from .services.labels import LabelConflict
@@ -83,15 +84,6 @@ def _linked(cards, dataset_id: int):
     return cards
 
 
-def _int(value, limit: int = 2**63 - 1) -> int | None:
-    """A positive id from the request, or None; never one the database column cannot hold."""
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number <= limit else None
-
-
 def _kind_or_404(kind: str) -> str:
     if kind not in Flag.Kind.values:
         raise Http404("No such queue")
@@ -102,7 +94,7 @@ def _round_number(request) -> int | None:
     raw = request.GET.get("round") or request.POST.get("round")
     if raw in (None, ""):
         return None
-    number = _int(raw, limit=2**31 - 1)
+    number = positive_int(raw, limit=2**31 - 1)
     if number is None:
         raise Http404("No such round")
     return number
@@ -192,7 +184,7 @@ def review_claim(request, dataset_id: int, kind: str):
         count = flag_services.flags_release(round_id=round_.pk, kind=kind, user=request.user)
         messages.info(request, f"Released {count} flags.")
     else:
-        size = _int(request.POST.get("size")) or CLAIM_SIZE
+        size = positive_int(request.POST.get("size")) or CLAIM_SIZE
         count = flag_services.flags_claim(round_id=round_.pk, kind=kind, user=request.user, size=size)
         minutes = round(flag_services.claim_seconds() / 60)
         messages.success(request, f"You hold {count} flags for {minutes} minutes." if count
@@ -226,8 +218,8 @@ def flag_decide(request, flag_id: int):
     action = request.POST.get("action", "")
     if action not in flag_services.ACTIONS:
         return HttpResponseBadRequest("Unknown action")
-    identity = _same_dataset_identity(request, _int(request.POST.get("identity_id")), dataset_id)
-    survivor = _same_dataset_identity(request, _int(request.POST.get("survivor_id")), dataset_id)
+    identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset_id)
+    survivor = _same_dataset_identity(request, positive_int(request.POST.get("survivor_id")), dataset_id)
     notice, level = None, messages.SUCCESS
     try:
         flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
@@ -262,8 +254,8 @@ def flags_bulk(request, dataset_id: int):
     action = request.POST.get("action", "")
     if action not in flag_services.ACTIONS:
         return HttpResponseBadRequest("Unknown action")
-    ids = [i for i in (_int(v) for v in request.POST.getlist("ids")) if i is not None][:MAX_BULK]
-    identity = _same_dataset_identity(request, _int(request.POST.get("identity_id")), dataset.pk)
+    ids = [i for i in (positive_int(v) for v in request.POST.getlist("ids")) if i is not None][:MAX_BULK]
+    identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset.pk)
     result, notices = None, []
     if not ids:
         notices.append(("warning", "Select some cards first."))
