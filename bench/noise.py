@@ -1,55 +1,39 @@
-"""Flag quality on the LFW noise benchmark, printed as one JSON object.
+"""Flag quality against planted noise on two LFW benchmarks of different shape, as one JSON object.
 
-    .venv/bin/python bench/noise.py [--budget-minutes 23] [--quick] > noise.json
-    .venv/bin/python bench/noise.py --reuse-cache [--no-round2] > noise.json   # re-mine in seconds
+    .venv/bin/python bench/noise.py [--quick] [--only lfw158] > noise.json
 
-The standard noisy benchmark (shared/data/README.md): the 158 identities of
-lfw/splits/train_identities.txt, closed-set noise 0.15, open-set 0.05 from splits/openset_pool.txt,
-8 split identities, seed 0. Faces are decoded once into bench/quality.py's uint8 cache.
+Benchmarks (one set of defaults for both; nothing here is tuned per benchmark):
+  lfw158    the 158 identities of lfw/splits/train_identities.txt (10 to 530 images each, 4,324),
+            closed-set 0.15, open-set 0.05 from splits/openset_pool.txt, 8 split identities, seed 0;
+  lfw_wide  the 452 identities outside those 158 with 4 to 9 images (2,409 faces), closed-set 0.20,
+            open-set 0.20 from the pool less those identities' images (kept disjoint), 10 split
+            identities, seed 1.
+Both also get planted copies (ml.noise plant_copies: byte-identical, re-encoded, resized, cropped,
+a quarter filed under another identity) and junk (plant_junk: blank, blur, tiny, background,
+synthetic), 2% of the faces each.
 
-round1  The CPU configuration with the RobustFace head (the flagging model) is trained on the noisy
-        labels; its eval-pass stats.npz and embeddings go through ml.mining.mine, and each flag kind
-        is scored against the injected ground truth:
-          closed_set  noisy flags suggesting relabel vs kind "closed"; relabel_correct is the share
-                      of those flags on truly closed-set faces whose target is the true identity
-          open_set    noisy flags suggesting remove vs kind "open"
-          hard        counts by true kind; precision = share of hard flags on clean faces (hard
-                      flags are meant to be clean but difficult)
-          low_norm    vs kind "open" (outsiders, non-faces)
-          duplicate_identity  planted split pairs found, and other pairs flagged
-          noisy       every noisy or low_norm flag vs closed|open: the figure to set beside the
-                      baselines
-        AUC per kind: a face's score is its flag's score, shifted so that every flagged face ranks
-        above every unflagged one (unflagged faces score 0). Faces of split identities are left out
-        of precision/recall/AUC of the per-face kinds: their label names a real person, only under a
-        second id, and that is the duplicate_identity flag's business.
-round2  An oracle reviewer applies round 1's flags: a noisy/low_norm flag on a truly open-set face
-        removes it; on a truly closed-set face relabels it (to the suggested identity when that is
-        the true one, else to the true identity); a duplicate_identity flag on a planted pair merges
-        the split half back; every other flag is rejected. RobustFace is retrained on the corrected
-        set, mined again and scored the same way against the noise that remains. As in the app, a
-        flag on a face and suggestion the reviewer already decided is not raised again
-        (not_raised_again counts them).
-baselines (same run, same noisy set, split faces left out, positives closed|open):
-  arcface_loss  ArcFace trained on the noisy labels; a face's eval-pass loss is its score; F1 at the
-                best threshold, and AUC.
-  cleanlab      cleanlab.filter.find_label_issues on out-of-sample predicted probabilities from
-                3-fold cross-validated multinomial logistic regression on the ArcFace baseline's
-                frozen embeddings (the cheaper of the two recipes: no extra network trainings; the
-                backbone has seen every noisy label, which favours memorisation, so this is the
-                baseline's optimistic-for-speed variant). AUC from 1 - get_label_quality_scores.
-
-        The miner's geometry is also scored as a plain ranking of every face (noisy_ranking:
-        ml.mining.face_margins, AUC and F1 at the best threshold), the footing the baselines get.
-
-Epochs: one common number for the three trainings, what fits in --budget-minutes after a
-throughput probe; re-planned before each training since the machine is shared.
-
-Cache: every training's outputs (stats.npz, embeddings, norms, seconds per step) are kept under
---cache-dir (var/bench-cache/<key>/e<epochs>/), the key a hash of the method's configuration, the
-image size, the seed and the faces and labels trained on (so round 2's corrected set has its own).
---reuse-cache takes a cached training instead of training (the given --epochs, else the most
-cached) and so re-mines and re-scores in seconds; the JSON's setup.reused_cache says so.
+Per benchmark:
+  round1     FaceClean's own model, as a training round runs it: ml.crossfit (each face judged by the
+             fold model that never saw its label), --method (robustface) for --epochs (10), flags
+             from ml.mining (images fingerprinted for copies), scored against the ground truth;
+  epochs     the closed-set F1 of round 1 at --epochs and at --long-epochs (40): memorisation would
+             show as a drop;
+  round2     an oracle reviewer applies round 1 (removes open-set, junk and copies it was shown,
+             relabels closed-set to the true identity, merges true duplicate pairs, rejects the
+             rest); the corrected set is trained and mined again and scored against what remains;
+             questions answered in round 1 are not asked again (not_raised_again);
+  cumulative every planted problem (closed, open, junk, copy) that a round-1 or round-2 flag put in
+             front of the reviewer, and the share of flagged faces that were planted problems;
+  pretrained round 1 with --method pretrained (dlib's ResNet descriptor, no training);
+  baselines  arcface_loss: ArcFace trained on the noisy labels, its eval-pass loss as the score (F1 at
+             the best threshold, AUC); cleanlab: find_label_issues on 3-fold cross-validated logistic
+             regression over the pretrained embeddings (the same embeddings as `pretrained`).
+Scoring: per-face kinds leave out the faces of split identities (their label names a real person,
+under a second id: the duplicate_identity flag's business) and planted copies (near_duplicate's);
+open_set also leaves out junk (low_norm's; removing junk as open-set is right too, and any_noise
+counts it). AUC: flagged faces rank above unflagged ones, by score within.
+Trainings and embeddings are kept in --cache-dir keyed by what they depend on; a rerun resumes or
+reuses them.
 """
 from __future__ import annotations
 
@@ -59,12 +43,10 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import os
-import shutil
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -76,18 +58,22 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ml.embed import extract_embeddings  # noqa: E402
+from ml.crossfit import embed_folds, mine_cross_fitted, train_folds  # noqa: E402
 from ml.evaluate import noise_detection, roc_auc  # noqa: E402
-from ml.mining import FlagCandidate, face_margins, mine  # noqa: E402
-from ml.noise import NoisySet, inject_noise, load_folder, read_lines, write_noisy_set  # noqa: E402
+from ml.mining import FlagCandidate, MiningConfig, mine  # noqa: E402
+from ml.mining.copies import fingerprint_images  # noqa: E402
+from ml.noise import NoisySet, inject_noise, load_folder, plant_copies, plant_junk, read_lines, write_noisy_set  # noqa: E402,E501
 from ml.train.stats import load_stats  # noqa: E402
-from ml.train.trainer import load_trained_network, train  # noqa: E402
+from ml.train.trainer import train  # noqa: E402
 
 log = logging.getLogger("bench.noise")
+CACHE_ROOT = REPO / "var" / "bench-cache"
+CV_FOLDS = 3
+PROBLEMS = ("closed", "open", "junk", "copy")
 
 
 def _load_quality():
-    """bench/quality.py (a script folder, not a package) for its cache, dataset and budget helpers.
+    """bench/quality.py (a script folder, not a package) for its decoding and training config.
     Registered in sys.modules so that its decode function pickles by name for the decode pool."""
     name = "bench_quality"
     if name in sys.modules:
@@ -100,17 +86,45 @@ def _load_quality():
 
 
 quality = _load_quality()
-TRAININGS = ("robustface", "arcface", "robustface")  # round 1, baseline, round 2
-CV_FOLDS = 3
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    closed: float
+    open: float
+    split: int
+    seed: int
+    copies: float = 0.02
+    junk: float = 0.02
+
+
+BENCHMARKS = (Benchmark("lfw158", closed=0.15, open=0.05, split=8, seed=0),
+              Benchmark("lfw_wide", closed=0.20, open=0.20, split=10, seed=1))
+
+
+def benchmark_identities(lfw: Path, name: str) -> tuple[list[str], list[str]]:
+    """(identities, open-set pool) of a benchmark, the pool disjoint from the identities."""
+    train_ids = read_lines(lfw / "splits" / "train_identities.txt")
+    pool = read_lines(lfw / "splits" / "openset_pool.txt")
+    if name == "lfw158":
+        return train_ids, pool
+    images = lfw / "images_deepfunneled"
+    taken = set(train_ids)
+    wide = sorted(d.name for d in images.iterdir()
+                  if d.is_dir() and d.name not in taken and 4 <= sum(1 for _ in d.iterdir()) <= 9)
+    chosen = set(wide)
+    return wide, [p for p in pool if p.split("/", 1)[0] not in chosen]
 
 
 # -- ground truth in label ids --------------------------------------------------------------------
 
 class Truth:
-    """Per face of a (possibly corrected) training set: its true kind, given and true label ids."""
+    """Per face of a (possibly corrected) set: its true kind, given and true label ids, paths."""
 
     def __init__(self, kinds: Sequence[str], given: Sequence[str], true: Sequence[str | None],
-                 pairs: Sequence[tuple[str, str]]) -> None:
+                 pairs: Sequence[tuple[str, str]], paths: Sequence[str] | None = None,
+                 copy_of: Sequence[str | None] | None = None) -> None:
         self.class_names = sorted(set(given))
         ids = {n: i for i, n in enumerate(self.class_names)}
         self.kinds = np.asarray(kinds)
@@ -119,23 +133,36 @@ class Truth:
         self.true_ids = np.array([ids.get(n, -1) if n else -1 for n in true], dtype=np.int64)
         self.pair_names = [(a, b) for a, b in pairs if a in ids and b in ids]  # (original, split half)
         self.pairs = {frozenset((ids[a], ids[b])) for a, b in self.pair_names}
+        self.paths = list(paths) if paths is not None else [str(i) for i in range(len(kinds))]
+        self.copy_of = list(copy_of) if copy_of is not None else [None] * len(kinds)
 
     def __len__(self) -> int:
         return len(self.kinds)
+
+    def subset(self, keep: np.ndarray, kinds=None, given=None) -> "Truth":
+        kinds = self.kinds if kinds is None else kinds
+        given = self.given_names if given is None else given
+        return Truth([kinds[i] for i in keep], [given[i] for i in keep], [self.true_names[i] for i in keep],
+                     self.pair_names, [self.paths[i] for i in keep], [self.copy_of[i] for i in keep])
+
+    def copy_pairs(self) -> set[frozenset]:
+        """Planted (copy, original) face pairs, as index pairs of this set."""
+        where = {p: i for i, p in enumerate(self.paths)}
+        return {frozenset((i, where[c])) for i, c in enumerate(self.copy_of) if c is not None and c in where}
 
 
 def truth_of(noisy: NoisySet) -> Truth:
     e = noisy.entries
     return Truth([x.kind for x in e], [x.given_label for x in e], [x.true_label for x in e],
-                 [(p.label, p.split_label) for p in noisy.pairs])
+                 [(p.label, p.split_label) for p in noisy.pairs], [x.path for x in e],
+                 [getattr(x, "copy_of", None) for x in e])
 
 
 # -- scoring flags --------------------------------------------------------------------------------
 
 def face_scores(flags: Sequence[FlagCandidate], n: int) -> np.ndarray:
     """Per face: 0 unflagged, else 1 + the flag score's place in [0, 1] among these flags (the
-    highest where a face has several), so that flagged faces outrank unflagged ones whatever the
-    sign of the miner's score."""
+    highest where a face has several), so that flagged faces outrank unflagged ones."""
     out = np.zeros(n)
     if not flags:
         return out
@@ -149,41 +176,67 @@ def face_scores(flags: Sequence[FlagCandidate], n: int) -> np.ndarray:
 
 def detection(flags: Sequence[FlagCandidate], positive: np.ndarray, scored: np.ndarray) -> dict:
     """Precision/recall/F1 of the flagged faces and AUC of their scores, on faces where `scored`."""
-    flagged = face_scores(flags, len(positive)) > 0
+    score = face_scores(flags, len(positive))
+    flagged = score > 0
     tp = int(np.sum(flagged & positive & scored))
     n_flagged, n_pos = int(np.sum(flagged & scored)), int(np.sum(positive & scored))
-    score = face_scores(flags, len(positive))[scored]
     return {"precision": tp / n_flagged if n_flagged else 0.0, "recall": tp / n_pos if n_pos else 0.0,
             "f1": 2 * tp / (n_flagged + n_pos) if n_flagged + n_pos else 0.0,
-            "auc": roc_auc(score, positive[scored]) if 0 < n_pos < int(scored.sum()) else None,
+            "auc": roc_auc(score[scored], positive[scored]) if 0 < n_pos < int(scored.sum()) else None,
             "flagged": n_flagged, "positives": n_pos}
+
+
+def near_duplicate_figures(flags: Sequence[FlagCandidate], truth: Truth) -> dict:
+    planted = truth.copy_pairs()
+    pairs = {frozenset((f.index, f.other_index)) for f in flags if f.kind == "near_duplicate"}
+    # A copy of a copy's original found through another copy of it is found too.
+    copies = {i for pair in planted for i in pair if truth.kinds[i] == "copy"}
+    found_copies = {i for pair in pairs for i in pair if i in copies}
+    false = [p for p in pairs if not (p & copies)]
+    return {"found": len(found_copies), "planted": len(copies), "false": len(false),
+            "precision": (len(pairs) - len(false)) / len(pairs) if pairs else None}
 
 
 def score_flags(flags: Sequence[FlagCandidate], truth: Truth) -> dict:
     kinds = truth.kinds
-    scored = kinds != "split"
+    per_face = ~np.isin(kinds, ("split", "copy"))
     noisy = [f for f in flags if f.kind == "noisy"]
     relabel = [f for f in noisy if f.suggestion == "relabel"]
     remove = [f for f in noisy if f.suggestion == "remove"]
     low_norm = [f for f in flags if f.kind == "low_norm"]
     hard = [f for f in flags if f.kind == "hard"]
 
-    closed = detection(relabel, kinds == "closed", scored)
+    closed = detection(relabel, kinds == "closed", per_face)
     on_closed = [f for f in relabel if kinds[f.index] == "closed"]
-    closed["relabel_correct"] = (float(np.mean([f.target_label == truth.true_ids[f.index] for f in on_closed]))
-                                 if on_closed else None)
-    hard_kinds = {k: int(sum(kinds[f.index] == k for f in hard)) for k in ("clean", "closed", "open", "split")}
+    relabel_correct = (float(np.mean([f.target_label == truth.true_ids[f.index] for f in on_closed]))
+                       if on_closed else None)
+    hard_kinds = {k: int(sum(kinds[f.index] == k for f in hard)) for k in ("clean", "closed", "open", "junk")}
     found = {frozenset((f.label, f.other_label)) for f in flags if f.kind == "duplicate_identity"}
     return {
-        "closed_set": closed,
-        "open_set": detection(remove, kinds == "open", scored),
+        "closed_set": {**closed, "relabel_correct": relabel_correct},
+        "relabel_correct": relabel_correct,
+        "open_set": detection(remove, kinds == "open", per_face & (kinds != "junk")),
+        "any_noise": detection(noisy + low_norm, np.isin(kinds, ("closed", "open", "junk")), per_face),
+        "low_norm": detection(low_norm, kinds == "junk", per_face),
         "hard": {"flagged": len(hard), **hard_kinds,
                  "precision": hard_kinds["clean"] / len(hard) if hard else None},
-        "low_norm": detection(low_norm, kinds == "open", scored),
         "duplicate_identity": {"found": len(found & truth.pairs), "false": len(found - truth.pairs),
                                "planted": len(truth.pairs)},
-        "noisy": detection(noisy + low_norm, np.isin(kinds, ("closed", "open")), scored),
+        "near_duplicate": near_duplicate_figures(flags, truth),
     }
+
+
+def flagged_problems(flags: Sequence[FlagCandidate], truth: Truth, rows: np.ndarray) -> tuple[set, set]:
+    """(faces the flags put before a reviewer as a problem, those that were planted problems), as
+    round-1 row numbers. A near-duplicate flag shows both faces of its pair."""
+    shown = set()
+    for f in flags:
+        if f.kind in ("noisy", "low_norm"):
+            shown.add(int(f.index))
+        elif f.kind == "near_duplicate":
+            shown.update((int(f.index), int(f.other_index)))
+    problems = {i for i in shown if truth.kinds[i] in PROBLEMS}
+    return {int(rows[i]) for i in shown}, {int(rows[i]) for i in problems}
 
 
 # -- the oracle reviewer --------------------------------------------------------------------------
@@ -195,15 +248,22 @@ def oracle_review(flags: Sequence[FlagCandidate], truth: Truth, rows: np.ndarray
     given = list(truth.given_names)
     removed = np.zeros(len(truth), dtype=bool)
     decisions = {"removed": 0, "relabelled": 0, "merged": 0, "rejected": 0}
-    for f in flags:
-        if f.kind in ("noisy", "low_norm") and kinds[f.index] == "open" and not removed[f.index]:
-            removed[f.index] = True
+
+    def remove(i: int) -> None:
+        if not removed[i]:
+            removed[i] = True
             decisions["removed"] += 1
+
+    for f in flags:
+        if f.kind in ("noisy", "low_norm") and kinds[f.index] in ("open", "junk", "copy"):
+            remove(f.index)
         elif f.kind in ("noisy", "low_norm") and kinds[f.index] == "closed":
             # The suggested identity when it is the true one, else the true one: either way the truth.
             given[f.index] = truth.true_names[f.index]
             kinds[f.index] = "clean"
             decisions["relabelled"] += 1
+        elif f.kind == "near_duplicate" and "copy" in (kinds[f.index], kinds[f.other_index]):
+            remove(f.index if kinds[f.index] == "copy" else f.other_index)
         elif f.kind == "duplicate_identity" and frozenset((f.label, f.other_label)) in truth.pairs:
             names = {truth.class_names[f.label], truth.class_names[f.other_label]}
             original, split = next(p for p in truth.pair_names if set(p) == names)
@@ -216,15 +276,13 @@ def oracle_review(flags: Sequence[FlagCandidate], truth: Truth, rows: np.ndarray
         else:
             decisions["rejected"] += 1
     keep = np.flatnonzero(~removed)
-    corrected = Truth([kinds[i] for i in keep], [given[i] for i in keep], [truth.true_names[i] for i in keep],
-                      truth.pair_names)
-    return corrected, rows[keep], decisions
+    return truth.subset(keep, kinds, given), rows[keep], decisions
 
 
 def rejected_faces(flags: Sequence[FlagCandidate], truth: Truth) -> set[tuple[int, str]]:
     """(face, suggestion) of the per-face flags the oracle rejected in round 1 (kept the face as
     it was): the app does not raise those again in a later round."""
-    fixed = {"open", "closed"}
+    fixed = set(PROBLEMS)
     return {(int(f.index), f.suggestion) for f in flags
             if f.kind in ("noisy", "hard", "low_norm") and not (f.kind != "hard" and truth.kinds[f.index] in fixed)}
 
@@ -237,84 +295,41 @@ def not_decided_before(flags: Sequence[FlagCandidate], rows: np.ndarray,
             or (int(rows[f.index]), f.suggestion) not in rejected]
 
 
-# -- training and baselines -----------------------------------------------------------------------
+# -- models ---------------------------------------------------------------------------------------
 
-CACHE_ROOT = REPO / "var" / "bench-cache"
-
-
-def cache_key(method: str, args, faces) -> str:
-    """What a training's outputs depend on, epochs aside (a folder per epoch count below it):
-    the method's configuration, the faces (cache rows) and their labels, the image size."""
-    config = quality.method_config(method, args, 1)  # epochs: a folder level below the key
-    spec = {"method": method, "config": repr(config), "size": args.size, "seed": args.seed,
-            "rows": hashlib.sha256(np.ascontiguousarray(faces.rows).tobytes()).hexdigest(),
-            "labels": hashlib.sha256(np.ascontiguousarray(faces.labels).tobytes()).hexdigest(),
-            "classes": len(faces.class_names or [])}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+def _key(*parts) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.tobytes() if isinstance(part, np.ndarray) else repr(part).encode())
+    return digest.hexdigest()[:16]
 
 
-def cached_epochs(folder: Path) -> list[int]:
-    return sorted(int(p.name[1:]) for p in folder.glob("e*") if (p / "done.json").exists())
-
-
-def train_run(method: str, args, epochs: int | None, faces, work: Path, name: str):
-    """Train (or, with --reuse-cache, take a cached training of the same key), then (folder with
-    stats.npz, embeddings, norms, measured seconds per step including the eval passes, epochs)
-    for every face of `faces` in order. epochs None: the largest cached count."""
-    folder = Path(args.cache_dir) / cache_key(method, args, faces) if args.cache_dir else None
-    if folder is not None and args.reuse_cache:
-        have = cached_epochs(folder)
-        pick = epochs if epochs in have else (have[-1] if have and epochs is None else None)
-        if pick is not None:
-            done = folder / f"e{pick}"
-            meta = json.loads((done / "done.json").read_text())
-            log.info("%s: reusing %s (%d epochs)", name, done, pick)
-            return (done, np.load(done / "embeddings.npy"), np.load(done / "norms.npy"), meta["step_s"], pick)
-    if epochs is None:
-        raise SystemExit(f"{name}: nothing cached under {folder}; give --epochs or a budget")
-    started = time.monotonic()
-    run_dir = work / name
-    log.info("%s: %s, %d epochs on %d faces", name, method, epochs, len(faces))
+def train_config(method: str, args, epochs: int):
     config = quality.method_config(method, args, epochs)
-    # A last batch of one face breaks batch norm in training; flags come from the eval pass, which
-    # sees every face, so dropping that one face from an epoch's steps costs nothing.
-    if len(faces) % args.batch_size == 1:
-        config = dataclasses.replace(config, drop_last=True)
-    train(config, run_dir, dataset=faces)
-    backbone, _, _ = load_trained_network(run_dir)
-    embedded = extract_embeddings(backbone, faces, work / f"{name}-embeddings", batch_size=256, device="cpu",
-                                  flip=True)
-    step_s = (time.monotonic() - started) / (epochs * math.ceil(len(faces) / args.batch_size))
-    embeddings, norms = np.load(embedded.embeddings_path), np.load(embedded.norms_path)
-    if folder is None:
-        return run_dir, embeddings, norms, step_s, epochs
-    done = folder / f"e{epochs}"
-    done.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(run_dir) / "stats.npz", done / "stats.npz")
-    np.save(done / "embeddings.npy", embeddings)
-    np.save(done / "norms.npy", norms)
-    (done / "done.json").write_text(json.dumps({"method": method, "epochs": epochs, "step_s": step_s,
-                                                 "faces": len(faces), "seconds": time.monotonic() - started}))
-    return done, embeddings, norms, step_s, epochs
+    return dataclasses.replace(config, folds=args.folds, stats_batch_size=256)
 
 
-def mine_run(run_dir: Path, embeddings: np.ndarray, norms: np.ndarray, labels: np.ndarray) -> list[FlagCandidate]:
-    return mine(embeddings=embeddings, labels=labels, stats=load_stats(run_dir), norms=norms)
+def cross_fitted_round(method: str, args, epochs: int, faces, truth: Truth, fingerprints, cache: Path):
+    """Train one model per fold (cached, resumable), embed, mine: the flags a training round gives."""
+    config = train_config(method, args, epochs)
+    run = cache / f"crossfit-{_key(method, repr(config), args.size, faces.rows, truth.labels)}"
+    started = time.monotonic()
+    assignment = train_folds(config, faces, truth.labels, run, num_classes=faces.num_classes)
+    outputs = embed_folds(config, faces, run, assignment)
+    seconds = time.monotonic() - started
+    flags = mine_cross_fitted(outputs, truth.labels, fingerprints=fingerprints)
+    return flags, seconds
 
 
-def margin_ranking(embeddings: np.ndarray, truth: Truth) -> dict:
-    """The miner's geometry as a plain ranking of every face (ml.mining.face_margins), scored as
-    the baselines are: AUC, and F1 at the best threshold (which the flags do not get to pick)."""
-    scored = truth.kinds != "split"
-    margin = face_margins(embeddings=embeddings, labels=truth.labels)[scored]
-    found = noise_detection(np.nan_to_num(margin, nan=-180.0), np.isin(truth.kinds[scored], ("closed", "open")))
-    return {"auc": found["auc"], "f1_best_threshold": found["f1"]}
-
-
-def loss_baseline(run_dir: Path, truth: Truth) -> dict:
-    scored = truth.kinds != "split"
-    loss = load_stats(run_dir)["loss"].astype(np.float64)[scored]
-    found = noise_detection(np.nan_to_num(loss, nan=0.0), np.isin(truth.kinds[scored], ("closed", "open")))
+def arcface_loss_baseline(args, faces, truth: Truth, cache: Path) -> dict:
+    """ArcFace on the noisy labels, every face's eval-pass loss as its noise score."""
+    config = quality.method_config("arcface", args, args.epochs)
+    run = cache / f"arcface-{_key(repr(config), args.size, faces.rows, truth.labels)}"
+    if not (run / "stats.npz").exists():
+        train(config, run, dataset=faces, resume=True)
+    scored = ~np.isin(truth.kinds, ("split", "copy"))
+    loss = load_stats(run)["loss"].astype(np.float64)[scored]
+    found = noise_detection(np.nan_to_num(loss, nan=0.0), np.isin(truth.kinds[scored], ("closed", "open", "junk")))
     return {"f1": found["f1"], "auc": found["auc"], "precision": found["precision"], "recall": found["recall"]}
 
 
@@ -322,10 +337,10 @@ def out_of_sample_probabilities(embeddings: np.ndarray, labels: np.ndarray, fold
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
-    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    x = embeddings - embeddings.mean(axis=0)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     classes = int(labels.max()) + 1
     probs = np.zeros((len(labels), classes))
-    # Stratified where every class has `folds` members; identities with fewer still land in some fold.
     counts = np.bincount(labels, minlength=classes)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     strata = np.where(counts[labels] >= folds, labels, -1)
@@ -333,8 +348,7 @@ def out_of_sample_probabilities(embeddings: np.ndarray, labels: np.ndarray, fold
         model = LogisticRegression(max_iter=300, C=10.0)
         model.fit(x[fit], labels[fit])
         probs[np.ix_(held, model.classes_)] = model.predict_proba(x[held])
-    # A class absent from a fold's training part gets no mass there; cleanlab wants rows summing to 1.
-    probs += 1e-6
+    probs += 1e-6  # a class absent from a fold's training part; cleanlab wants rows summing to 1
     return probs / probs.sum(axis=1, keepdims=True)
 
 
@@ -345,140 +359,164 @@ def cleanlab_baseline(embeddings: np.ndarray, truth: Truth, seed: int) -> dict:
     probs = out_of_sample_probabilities(embeddings, truth.labels, CV_FOLDS, seed)
     issues = find_label_issues(truth.labels, probs)
     quality_scores = get_label_quality_scores(truth.labels, probs)
-    scored = truth.kinds != "split"
-    positive = np.isin(truth.kinds[scored], ("closed", "open"))
+    scored = ~np.isin(truth.kinds, ("split", "copy"))
+    positive = np.isin(truth.kinds[scored], ("closed", "open", "junk"))
     flagged = issues[scored]
     tp, n_flag, n_pos = int(np.sum(flagged & positive)), int(flagged.sum()), int(positive.sum())
     return {"f1": 2 * tp / (n_flag + n_pos) if n_flag + n_pos else 0.0,
             "auc": roc_auc(1.0 - quality_scores[scored], positive),
             "precision": tp / n_flag if n_flag else 0.0, "recall": tp / n_pos if n_pos else 0.0,
-            "flagged": n_flag, "method": f"{CV_FOLDS}-fold logistic regression on frozen ArcFace embeddings"}
+            "flagged": n_flag, "method": f"{CV_FOLDS}-fold logistic regression on the pretrained embeddings"}
 
 
-# -- the benchmark --------------------------------------------------------------------------------
+def pretrained_embeddings(paths: Sequence[str], cache: Path):
+    from ml.pretrained import pretrained_embeddings as extract
+
+    out = cache / f"pretrained-{_key(sorted(paths), len(paths))}"
+    return extract(list(paths), out, num_workers=2)
+
+
+# -- one benchmark --------------------------------------------------------------------------------
+
+def noisy_set(bench: Benchmark, lfw: Path, args, work: Path) -> NoisySet:
+    images = lfw / "images_deepfunneled"
+    identities, pool = benchmark_identities(lfw, bench.name)
+    identities = identities[: args.limit_identities]
+    noisy = inject_noise(load_folder(images, identities), pool, closed=bench.closed, open=bench.open,
+                         split=min(bench.split, max(1, len(identities) // 4)), seed=bench.seed)
+    n = len(noisy.entries)
+    noisy = plant_copies(noisy, images, work, max(1, round(bench.copies * n)), 0.25, bench.seed)
+    noisy = plant_junk(noisy, images, work, bench.junk, bench.seed)
+    return noisy
+
+
+def image_paths(noisy: NoisySet, images: Path) -> list[str]:
+    return [e.path if os.path.isabs(e.path) else str(images / e.path) for e in noisy.entries]
+
+
+def run_benchmark(bench: Benchmark, args, work: Path) -> dict:
+    started = time.monotonic()
+    lfw = Path(args.lfw)
+    images = lfw / "images_deepfunneled"
+    work.mkdir(parents=True, exist_ok=True)
+    noisy = noisy_set(bench, lfw, args, work)
+    write_noisy_set(noisy, work / "noisy")
+    truth = truth_of(noisy)
+    paths = image_paths(noisy, images)
+    cache_dir = Path(args.cache_dir) / bench.name
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    decoded_file = cache_dir / f"decoded-{_key(paths, args.size)}.pt"
+    if decoded_file.exists():
+        decoded = torch.load(decoded_file)
+    else:
+        decoded = quality.decode_all(paths, args.size)
+        torch.save(decoded, decoded_file)
+    fingerprints = fingerprint_images(lambda i: Path(paths[i]).read_bytes(), len(paths))
+    rows = np.arange(len(truth))
+
+    def faces_of(t: Truth, r: np.ndarray):
+        return quality.CachedFaces(decoded, r, t.labels, t.class_names)
+
+    result: dict = {"setup": {"identities": len(truth.class_names) - len(truth.pair_names), "images": len(truth),
+                              "noise": {k: int(np.sum(truth.kinds == k)) for k in
+                                        ("clean", "closed", "open", "split", "copy", "junk")},
+                              "closed": bench.closed, "open": bench.open, "split": bench.split,
+                              "seed": bench.seed}}
+    flags1, seconds = cross_fitted_round(args.method, args, args.epochs, faces_of(truth, rows), truth,
+                                         fingerprints, cache_dir)
+    result["round1"] = {**score_flags(flags1, truth), "train_embed_seconds": round(seconds, 1)}
+    result["epochs"] = {str(args.epochs): result["round1"]["closed_set"]["f1"]}
+    if args.long_epochs and args.long_epochs != args.epochs:
+        long_flags, long_seconds = cross_fitted_round(args.method, args, args.long_epochs, faces_of(truth, rows),
+                                                      truth, fingerprints, cache_dir)
+        long_scores = score_flags(long_flags, truth)
+        result["epochs"][str(args.long_epochs)] = long_scores["closed_set"]["f1"]
+        result["epochs_detail"] = {str(args.long_epochs): {k: long_scores[k] for k in
+                                                           ("closed_set", "open_set", "any_noise")}}
+
+    shown, found = flagged_problems(flags1, truth, rows)
+    if not args.no_round2:
+        corrected, rows2, decisions = oracle_review(flags1, truth, rows)
+        keep = np.isin(rows, rows2)
+        flags2, _ = cross_fitted_round(args.method, args, args.epochs, faces_of(corrected, rows2), corrected,
+                                       fingerprints.subset(np.flatnonzero(keep)), cache_dir)
+        asked = not_decided_before(flags2, rows2, rejected_faces(flags1, truth))
+        result["round2"] = {**score_flags(asked, corrected), "decisions": decisions,
+                            "not_raised_again": len(flags2) - len(asked),
+                            "remaining": {k: int(np.sum(corrected.kinds == k)) for k in
+                                          ("clean", "closed", "open", "split", "copy", "junk")}}
+        shown2, found2 = flagged_problems(asked, corrected, rows2)
+        shown, found = shown | shown2, found | found2
+    planted = int(np.isin(truth.kinds, PROBLEMS).sum())
+    result["cumulative"] = {"precision": len(found) / len(shown) if shown else 0.0,
+                            "recall": len(found) / planted if planted else 0.0,
+                            "flagged": len(shown), "planted": planted}
+
+    if not args.no_pretrained:
+        embeddings, norms, readable = pretrained_embeddings(paths, cache_dir)
+        flags_p = mine(embeddings=embeddings, labels=truth.labels, norms=norms, active=readable,
+                       fingerprints=fingerprints, config=MiningConfig())
+        result["pretrained"] = score_flags(flags_p, truth)
+        result["baselines"] = {"cleanlab": cleanlab_baseline(embeddings, truth, bench.seed)}
+    if not args.no_baselines:
+        result.setdefault("baselines", {})["arcface_loss"] = arcface_loss_baseline(
+            args, faces_of(truth, rows), truth, cache_dir)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+# -- the command ----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lfw", default=str(quality.DEFAULT_LFW), help="the LFW folder (with splits/)")
-    parser.add_argument("--budget-minutes", type=float, default=23.0,
-                        help="wall-clock budget of the run's trainings and passes (23)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 20 identities, 32x32 faces, 2 epochs")
-    parser.add_argument("--epochs", type=int, help="fixed epochs per training instead of the budget's")
-    parser.add_argument("--max-epochs", type=int, default=40)
-    parser.add_argument("--limit-identities", type=int, help="the first N training identities only")
-    parser.add_argument("--size", type=int, help=f"face side in pixels ({quality.DEFAULT_SIZE}; 32 with --quick)")
+    parser.add_argument("--only", choices=[b.name for b in BENCHMARKS], action="append",
+                        help="run only this benchmark (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 16 identities, 24x24 faces, 1 epoch")
+    parser.add_argument("--method", default="robustface", choices=("arcface", "robustface", "comining"))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--long-epochs", type=int, default=40, help="the second epoch count (0: skip)")
+    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--limit-identities", type=int, help="the first N identities of each benchmark")
+    parser.add_argument("--size", type=int, help=f"face side in pixels ({quality.DEFAULT_SIZE})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--scale", type=float, default=32.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", help="keep runs here (default: a temporary folder)")
-    parser.add_argument("--cache-dir", default=str(CACHE_ROOT),
-                        help="keep each training's stats, embeddings and norms here, keyed by its configuration, "
-                             "faces and labels, one folder per epoch count ('' = no cache)")
-    parser.add_argument("--reuse-cache", action="store_true",
-                        help="take a cached training of the same key instead of training (the given --epochs, "
-                             "else the most epochs cached): re-mines and re-scores in seconds")
-    parser.add_argument("--no-round2", action="store_true", help="stop after round 1 and the baselines")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--work-dir", default=str(REPO / "var" / "bench-noise"),
+                        help="the noisy sets and their planted images (kept: the cache keys name their paths)")
+    parser.add_argument("--cache-dir", default=str(CACHE_ROOT), help="trainings, embeddings and decoded faces")
+    parser.add_argument("--no-round2", action="store_true")
+    parser.add_argument("--no-pretrained", action="store_true", help="skip dlib (and the cleanlab baseline)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the ArcFace-loss baseline's training")
     return parser
 
 
 def apply_quick(args) -> None:
     if args.quick:
-        args.limit_identities = args.limit_identities or 20
-        args.epochs = args.epochs or 2
+        args.limit_identities = args.limit_identities or 16
+        args.epochs = 1 if args.epochs == 10 else args.epochs
+        args.long_epochs = 2 if args.long_epochs == 40 else args.long_epochs
         args.size = args.size or quality.QUICK_SIZE
     args.size = args.size or quality.DEFAULT_SIZE
     args.r_max = 0.2  # read by quality.method_config only for Co-Mining
-
-
-class LazyCache:
-    """The decoded uint8 faces, decoded on first use: a run served from the training cache never
-    needs the images."""
-
-    def __init__(self, paths: Sequence[str], size: int) -> None:
-        self.paths, self.size, self.tensor = paths, size, None
-
-    def __getitem__(self, index):
-        if self.tensor is None:
-            started = time.monotonic()
-            self.tensor = quality.decode_all(self.paths, self.size)
-            log.info("decoded %d faces in %.0fs", len(self.paths), time.monotonic() - started)
-        return self.tensor[index]
 
 
 def run(args) -> dict:
     started = time.monotonic()
     torch.set_num_threads(2)
     apply_quick(args)
-    lfw = Path(args.lfw)
-    images = lfw / "images_deepfunneled"
-    identities = read_lines(lfw / "splits" / "train_identities.txt")[: args.limit_identities]
-    noisy = inject_noise(load_folder(images, identities), read_lines(lfw / "splits" / "openset_pool.txt"),
-                         closed=0.15, open=0.05, split=8, seed=args.seed)
-    cache = LazyCache([str(images / e.path) for e in noisy.entries], args.size)
-    rows = np.arange(len(noisy.entries))
-    truth = truth_of(noisy)
-    plan = {"step_s": None}
-
-    def faces_of(t: Truth, r: np.ndarray):
-        return quality.CachedFaces(cache, r, t.labels, t.class_names)
-
-    def epochs_for(step: int, n: int, faces) -> int | None:
-        if args.epochs is not None:
-            return args.epochs
-        if args.reuse_cache and args.cache_dir and cached_epochs(Path(args.cache_dir) / cache_key(
-                TRAININGS[step], args, faces)):
-            return None  # the cached training, whatever its epochs
-        if plan["step_s"] is None:
-            plan["step_s"] = quality.probe_step_seconds(args, faces.num_classes, faces)
-        left = args.budget_minutes * 60 - (time.monotonic() - started)
-        epochs = quality.plan_epochs(left, plan["step_s"], math.ceil(n / args.batch_size), 2 * n, args.batch_size,
-                                     TRAININGS[step:], args.max_epochs)
-        # One common number: a later training may get fewer (the machine got busier), never more,
-        # or the slack of a quiet spell goes to the baseline and starves round 2.
-        plan["first"] = plan.get("first") or epochs
-        return min(epochs, plan["first"])
-
-    def trained(step: int, faces, work: Path, name: str):
-        out_dir, embeddings, norms, measured, epochs = train_run(TRAININGS[step], args, epochs_for(step, len(faces),
-                                                                                                    faces),
-                                                                 faces, work, name)
-        # Re-plan the rest with the rate measured (the machine is shared); never the faster guess.
-        if plan["step_s"] is not None:
-            plan["step_s"] = max(plan["step_s"], measured)
-        return out_dir, embeddings, norms, epochs
-
-    with tempfile.TemporaryDirectory(prefix="noise-") as scratch:
-        work = Path(args.work_dir or scratch)
-        write_noisy_set(noisy, work / "noisy")
-        faces = faces_of(truth, rows)
-        run1, emb1, norms1, e1 = trained(0, faces, work, "round1")
-        epochs = [e1]
-        flags1 = mine_run(run1, emb1, norms1, truth.labels)
-        result = {"round1": {**score_flags(flags1, truth), "noisy_ranking": margin_ranking(emb1, truth)}}
-
-        base, emb_base, _, e2 = trained(1, faces, work, "arcface")
-        epochs.append(e2)
-        result["baselines"] = {"arcface_loss": loss_baseline(base, truth),
-                               "cleanlab": cleanlab_baseline(emb_base, truth, args.seed)}
-
-        if not args.no_round2:
-            corrected, rows2, decisions = oracle_review(flags1, truth, rows)
-            faces2 = faces_of(corrected, rows2)
-            run2, emb2, norms2, e3 = trained(2, faces2, work, "round2")
-            epochs.append(e3)
-            mined2 = mine_run(run2, emb2, norms2, corrected.labels)
-            flags2 = not_decided_before(mined2, rows2, rejected_faces(flags1, truth))
-            result["round2"] = {**score_flags(flags2, corrected), "noisy_ranking": margin_ranking(emb2, corrected),
-                                "decisions": decisions, "not_raised_again": len(mined2) - len(flags2),
-                                "remaining": {k: int(np.sum(corrected.kinds == k))
-                                              for k in ("clean", "closed", "open", "split")}}
-    result["seconds"] = time.monotonic() - started
-    result["setup"] = {"identities": len(identities), "images": len(rows), "noise": noisy.counts(),
-                       "size": args.size, "epochs": epochs, "budget_minutes": args.budget_minutes,
-                       "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-                       "reused_cache": bool(args.reuse_cache)}
+    result = {}
+    for bench in BENCHMARKS:
+        if args.only and bench.name not in args.only:
+            continue
+        log.info("benchmark %s", bench.name)
+        result[bench.name] = run_benchmark(bench, args, Path(args.work_dir) / bench.name)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    result["setup"] = {"method": args.method, "epochs": args.epochs, "long_epochs": args.long_epochs,
+                       "folds": args.folds, "size": args.size, "batch_size": args.batch_size,
+                       "threads": torch.get_num_threads(), "judging": "cross-fitted (ml.crossfit)"}
     return result
 
 

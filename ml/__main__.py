@@ -1,8 +1,9 @@
-"""Command line: python -m ml train | embed | verify | score.
+"""Command line: python -m ml train | embed | pretrained-embed | verify | score.
 
     python -m ml train --config ml/configs/cpu_small.py --data-folder DIR --run-dir RUN [--set k=v ...] [--resume]
     torchrun --nproc_per_node=N -m ml train ...        (the same, data parallel over N processes)
     python -m ml embed --run-dir RUN --data-folder DIR --out DIR
+    python -m ml pretrained-embed --data-folder DIR --out DIR     (dlib's pretrained descriptor, no training)
     python -m ml verify --run-dir RUN --pairs ../shared/data/lfw/splits/eval_pairs.tsv \\
         --images-root ../shared/data/lfw/images_deepfunneled
     python -m ml score --scores RUN/stats.npz --key theta_y --ground-truth NOISY/ground_truth.jsonl
@@ -15,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -63,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--out", help="output folder (default: RUN/embeddings)")
     embed.add_argument("--no-flip", action="store_true", help="embed the image only, not image + its mirror")
     embed.set_defaults(func=cmd_embed)
+
+    pretrained = commands.add_parser(
+        "pretrained-embed", help="embed a dataset with dlib's pretrained face descriptor",
+        description="dlib's ResNet descriptor (128-d) on each image: the largest face the HOG detector "
+                    "finds, else the whole image (aligned crops), 5-point aligned. Writes the folder "
+                    "layout of `embed` plus alignment.npy (1 detected, 0 whole image, -1 unreadable); "
+                    "resumable.")
+    _add_data_arguments(pretrained, required=True)
+    pretrained.add_argument("--out", required=True, help="output folder")
+    pretrained.add_argument("--batch-size", type=int, default=32, help="images per saved batch")
+    pretrained.add_argument("--num-workers", type=int, default=min(2, os.cpu_count() or 1),
+                            help="processes describing images (default: up to 2)")
+    pretrained.add_argument("--restart", action="store_true", help="ignore saved progress in --out")
+    pretrained.set_defaults(func=cmd_pretrained_embed)
 
     verify = commands.add_parser("verify", help="verification accuracy on a pairs file",
                                  description="10-fold verification accuracy, TAR at FAR and AUC on pairs.")
@@ -137,25 +153,46 @@ def _load_model(args):
 
 
 def cmd_embed(args) -> int:
-    from ml.data.dataset import FaceDataset
     from ml.data.transforms import build_transform
     from ml.embed import extract_embeddings
 
     backbone, config, device = _load_model(args)
-    transform = build_transform(config.data.transform, train=False)
-    kind, path = _data_source(args)
-    if kind == "folder":
-        dataset = FaceDataset.from_folder(path, transform=transform)
-    elif kind == "list":
-        dataset = FaceDataset.from_list(path, args.data_root, transform=transform)
-    else:
-        dataset = FaceDataset.from_recordio(path, transform=transform)
+    dataset = _face_dataset(args, build_transform(config.data.transform, train=False))
     out = args.out or str(Path(args.run_dir or Path(args.checkpoint).parent.parent) / "embeddings")
     result = extract_embeddings(backbone, dataset, out, batch_size=args.batch_size, device=device,
                                 flip=not args.no_flip, num_workers=args.num_workers)
     _print_json({"out_dir": str(result.out_dir), "embeddings": str(result.embeddings_path),
                  "norms": str(result.norms_path), "count": result.count, "dim": result.dim,
                  "unreadable": len(result.unreadable)})
+    return 0
+
+
+def _face_dataset(args, transform=None):
+    from ml.data.dataset import FaceDataset
+
+    kind, path = _data_source(args)
+    if kind == "folder":
+        return FaceDataset.from_folder(path, transform=transform)
+    if kind == "list":
+        return FaceDataset.from_list(path, args.data_root, transform=transform)
+    return FaceDataset.from_recordio(path, transform=transform)
+
+
+def cmd_pretrained_embed(args) -> int:
+    import time
+
+    from ml.pretrained import MODEL_NAME, extract_pretrained
+
+    dataset = _face_dataset(args)
+    started = time.monotonic()
+    result = extract_pretrained(dataset, args.out, batch_size=args.batch_size, num_workers=args.num_workers,
+                                resume=not args.restart)
+    embedded = result.embedding
+    _print_json({"out_dir": str(embedded.out_dir), "embeddings": str(embedded.embeddings_path),
+                 "norms": str(embedded.norms_path), "alignment": str(result.alignment_path),
+                 "model": MODEL_NAME, "count": embedded.count, "dim": embedded.dim,
+                 "unreadable": len(embedded.unreadable), "detected": result.detected,
+                 "whole_image": result.whole_image, "seconds": round(time.monotonic() - started, 2)})
     return 0
 
 

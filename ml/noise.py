@@ -31,6 +31,14 @@ ground_truth.jsonl has one line per train.lst line, in the same order:
 duplicates.json lists the split pairs as {"label", "split_label"}; summary.json the
 parameters and the count of each kind.
 
+Planted images (ml.noise_plant, options --copies/--cross-copies/--junk, off by default) are
+written under OUT/planted/ and listed in train.lst by absolute path, after the other lines:
+    kind "copy":   a copy of a clean training image (`copy_of`: its path; `variant`: exact,
+                   reencode, resize or crop); true_label the person, given_label where it is
+                   filed (another identity for a share of them: a label question)
+    kind "junk":   not a usable face (`variant`: blank, blur, tiny, background, synthetic);
+                   true_label null, given_label an identity
+
     python -m ml.noise --root ../shared/data/lfw/images_deepfunneled \\
         --identities ../shared/data/lfw/splits/train_identities.txt \\
         --pool ../shared/data/lfw/splits/openset_pool.txt \\
@@ -50,7 +58,8 @@ from typing import Iterable, Sequence
 
 SPLIT_SUFFIX = "#split"
 MIN_SPLIT_IMAGES = 4
-KINDS = ("clean", "closed", "open", "split")
+BASE_KINDS = ("clean", "closed", "open", "split")
+KINDS = BASE_KINDS + ("copy", "junk")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
 
 TRAIN_LIST = "train.lst"
@@ -65,6 +74,17 @@ class NoisyEntry:
     kind: str
     true_label: str | None
     given_label: str
+    copy_of: str | None = None   # kind "copy": the path of the entry it copies
+    variant: str | None = None   # kinds "copy" and "junk": how it was made
+
+    def as_record(self) -> dict:
+        """The ground-truth line: the optional fields only where set, so sets without planted
+        images are written byte for byte as before."""
+        record = asdict(self)
+        for key in ("copy_of", "variant"):
+            if record[key] is None:
+                del record[key]
+        return record
 
 
 @dataclass(frozen=True)
@@ -80,9 +100,9 @@ class NoisySet:
     params: dict = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(KINDS, 0)
+        counts = dict.fromkeys(BASE_KINDS, 0)
         for entry in self.entries:
-            counts[entry.kind] += 1
+            counts[entry.kind] = counts.get(entry.kind, 0) + 1
         return counts
 
     def summary(self) -> dict:
@@ -217,7 +237,7 @@ def write_noisy_set(noisy: NoisySet, out_dir: str | Path) -> Path:
             fh.write(f"{_check_line_field(e.path, 'path')}\t{_check_line_field(e.given_label, 'label')}\n")
     with open(out / GROUND_TRUTH, "w", encoding="utf-8", newline="\n") as fh:
         for e in noisy.entries:
-            fh.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(e.as_record(), ensure_ascii=False) + "\n")
     _write_json(out / DUPLICATES, [asdict(p) for p in noisy.pairs])
     _write_json(out / SUMMARY, noisy.summary())
     return out
@@ -296,6 +316,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-split-images", type=int, default=MIN_SPLIT_IMAGES,
                         help=f"fewest images an identity needs to be split ({MIN_SPLIT_IMAGES})")
+    parser.add_argument("--copies", type=int, default=0,
+                        help="copies of clean training images to plant (exact, re-encoded, resized, cropped; 0)")
+    parser.add_argument("--cross-copies", type=float, default=0.25,
+                        help="share of the copies filed under another identity (0.25)")
+    parser.add_argument("--junk", type=float, default=0.0,
+                        help="rate of junk images to plant (blank, blur, tiny, background, synthetic; 0)")
     parser.add_argument("--out", required=True, help="output folder")
     return parser
 
@@ -309,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_pool(args.root, pool, {name for _, name in samples})
         noisy = inject_noise(samples, pool, closed=args.closed, open=args.open, split=args.split,
                              seed=args.seed, min_split_images=args.min_split_images)
+        if args.copies:
+            noisy = plant_copies(noisy, args.root, args.out, args.copies, args.cross_copies, args.seed)
+        if args.junk:
+            noisy = plant_junk(noisy, args.root, args.out, args.junk, args.seed)
         write_noisy_set(noisy, args.out)
     except (OSError, ValueError) as exc:
         print(f"ml.noise: error: {exc}", file=sys.stderr)
@@ -316,6 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(noisy.summary(), sort_keys=True))
     return 0
 
+
+from ml.noise_plant import plant_copies, plant_junk  # noqa: E402 (needs NoisyEntry, NoisySet above)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -118,6 +118,8 @@ class Round(models.Model):
         ROBUSTFACE = "robustface"
         COMINING = "comining"
         EMBEDDINGS = "embeddings", "user-supplied embeddings"
+        # dlib's ResNet descriptor (ml/pretrained.py): no training, a model that never saw the labels.
+        PRETRAINED = "pretrained", "pretrained dlib descriptor"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
@@ -171,6 +173,9 @@ class Flag(models.Model):
         CONFIRMED = "confirmed"
         REJECTED = "rejected"
         OVERRIDDEN = "overridden", "decided otherwise"
+        # Left unanswered until a later round asked about the same subject again; that round's
+        # flag is the one to answer (see superseded_by). Nobody decided it: not an answer.
+        SUPERSEDED = "superseded", "superseded by a later round"
 
     round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="flags")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -193,6 +198,10 @@ class Flag(models.Model):
         Identity, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN)
+    # The round whose publishing superseded this open flag (state "superseded"): the flag's audit.
+    superseded_by = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_flags"
+    )
     # A reviewer who took this flag in a batch; others skip it until the claim expires.
     claimed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -46,9 +46,11 @@ from .services.round_data import (
     RoundFaces,
     load_round_faces,
     round_face_dataset,
+    round_face_paths,
     round_faces_current,
     round_key,
     round_mining_config,
+    round_model_note,
     round_train_config,
     save_round_faces,
 )
@@ -67,7 +69,8 @@ from .services.rounds import (
 log = logging.getLogger("reviewapp.rounds")
 ProgressFn = Callable[[dict], None]
 # Progress keys about the whole round, kept from stage to stage.
-ROUND_WIDE_PROGRESS = frozenset({"attempt", "faces", "identities", "resumed_from_step", "unreadable"})
+ROUND_WIDE_PROGRESS = frozenset({"attempt", "faces", "identities", "resumed_from_step", "unreadable",
+                                 "judged_by", "embeddings_file", "face_boxes"})
 
 
 class RoundStopped(Exception):
@@ -162,12 +165,14 @@ def execute_round(*, round_id: int, worker: str, on_progress: ProgressFn | None 
 
 
 def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
+    from ml.crossfit import mine_cross_fitted
     from ml.data.transforms import build_transform
     from ml.mining import mine
 
     run_dir = run_dir_of(round_.pk)
     faces = _training_set(round_, run_dir)
-    heartbeat.update(faces=len(faces), identities=faces.num_classes)
+    heartbeat.update(faces=len(faces), identities=faces.num_classes,
+                     judged_by=round_model_note(round_.method, round_.config))
     status = round_.status
 
     def advance(to_status: str) -> None:
@@ -179,26 +184,41 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
         log.info("round %s: %s", round_.pk, to_status)
         status = to_status
 
+    folds = None  # a training round's per-fold outputs
     if round_.method == Round.Method.EMBEDDINGS:
-        embeddings, norms, stats, readable = _user_embeddings(round_.config, len(faces))
+        embeddings, norms, stats, readable = _user_embeddings(round_, faces, run_dir, heartbeat)
+    elif round_.method == Round.Method.PRETRAINED:  # no training: the first stage is extracting
+        if status == Round.Status.EXTRACTING:
+            _extract_pretrained(faces, round_.dataset_id, run_dir, heartbeat)
+            advance(Round.Status.MINING)
+        embeddings, norms, readable = _extracted(run_dir / "embeddings", len(faces))
+        stats = None
     else:
         config = _loader_workers_allowed(round_train_config(round_.method, round_.config))
         data = round_face_dataset(faces, dataset_id=round_.dataset_id,
                                   transform=build_transform(config.data.transform, train=False))
+        # Cross-fitted (ml.crossfit): each face is judged by the fold model that never saw its label.
         if status == Round.Status.TRAINING:
-            _train(config, data, run_dir, heartbeat)
+            _train(config, data, faces, run_dir, heartbeat)
             advance(Round.Status.EXTRACTING)
         if status == Round.Status.EXTRACTING:
             _extract(config, data, run_dir, heartbeat)
             advance(Round.Status.MINING)
-        embeddings, norms, stats, readable = _trained_outputs(run_dir, len(faces))
+        folds = _trained_outputs(run_dir, len(faces))
+        embeddings, norms, stats = folds[0].embeddings, folds[0].norms, None
+        readable = np.logical_and.reduce([fold.readable for fold in folds])
 
     heartbeat.check()
     heartbeat.update(unreadable=int((~readable).sum()))
     started = time.monotonic()
     mining_config = round_mining_config(round_.config)
-    candidates = mine(embeddings=embeddings, labels=faces.labels, stats=stats, norms=norms, active=readable,
-                      config=mining_config)
+    fingerprints = _round_fingerprints(round_, faces, run_dir, heartbeat, mining_config.kinds)
+    if folds is None:
+        candidates = mine(embeddings=embeddings, labels=faces.labels, stats=stats, norms=norms, active=readable,
+                          config=mining_config, fingerprints=fingerprints)
+    else:
+        candidates = mine_cross_fitted(folds, faces.labels, active=readable, config=mining_config,
+                                       fingerprints=fingerprints)
     heartbeat.update(percent=100.0, mining_s=round(time.monotonic() - started, 2))
     heartbeat.check()
     summary = _chart_summary(faces, embeddings, norms, stats, readable, candidates, mining_config)
@@ -263,32 +283,42 @@ def _report(heartbeat: Heartbeat, done: int, total: int, samples_per_s: float | 
                      eta_s=None if eta_s is None else round(eta_s, 1), **extra)
 
 
-def _train(config, data, run_dir: Path, heartbeat: Heartbeat) -> None:
+def _train(config, data, faces: RoundFaces, run_dir: Path, heartbeat: Heartbeat) -> None:
+    """One model per fold (ml.crossfit), each resumed from its own checkpoints."""
+    from ml.crossfit import fold_dir, train_folds
     from ml.train.checkpoint import latest_checkpoint, load_checkpoint
-    from ml.train.trainer import train
 
-    existing = latest_checkpoint(run_dir)
-    if existing is not None:
-        step = int(load_checkpoint(existing)["global_step"])
-        heartbeat.update(resumed_from_step=step)
-        log.info("round in %s: resuming training from step %s", run_dir, step)
+    folds = int(config.folds)
+    resumed = {f: latest_checkpoint(fold_dir(run_dir, f)) for f in range(folds)}
+    steps = {f: int(load_checkpoint(c)["global_step"]) for f, c in resumed.items() if c is not None}
+    if steps:
+        heartbeat.update(resumed_from_step=sum(steps.values()))
+        log.info("round in %s: resuming training from steps %s", run_dir, steps)
 
-    def progress(record: dict) -> None:
+    def progress(stage: str, fold: int, record: dict) -> None:
         heartbeat.check()  # raising here stops the trainer where it is
-        _report(heartbeat, int(record["step"]), int(record["total"]), record.get("samples_per_s"),
-                record.get("eta_s"), substage=record.get("stage"), epoch=record.get("epoch"))
+        total = int(record["total"])
+        _report(heartbeat, fold * total + int(record["step"]), folds * total, record.get("samples_per_s"),
+                record.get("eta_s"), substage=record.get("stage"), epoch=record.get("epoch"), fold=fold,
+                folds=folds)
 
-    result = train(config, run_dir, dataset=data, progress=progress, resume=True)
-    if result.interrupted or result.stats_path is None:
-        raise RuntimeError("training stopped before its end (stop_at_step?), so there are no statistics to mine")
+    train_folds(config, data, faces.labels, run_dir, folds=folds, num_classes=faces.num_classes, progress=progress)
 
 
 def _extract(config, data, run_dir: Path, heartbeat: Heartbeat) -> None:
-    from ml.embed import extract_embeddings
+    """Every fold model embeds every face (resumable)."""
+    from ml.crossfit import FOLDS_FILE, embed_folds
     from ml.train.distributed import pick_device
-    from ml.train.trainer import load_trained_network
 
-    backbone, _, _ = load_trained_network(run_dir, device=pick_device(config.device))
+    assignment = np.load(run_dir / FOLDS_FILE)
+    count, folds = len(assignment), int(assignment.max(initial=-1)) + 1
+    report = _extraction_progress(heartbeat)
+    embed_folds(config, data, run_dir, assignment, device=pick_device(config.device),
+                progress=lambda stage, fold, r: report(fold * count + r["step"], folds * count))
+
+
+def _extraction_progress(heartbeat: Heartbeat) -> Callable[[int, int], None]:
+    """progress(done, total) for an extraction: heartbeat, percent, rows/s since this process began."""
     baseline: list[tuple[float, int]] = []  # (time, rows done) at the first report of this process
 
     def progress(done: int, total: int) -> None:
@@ -299,37 +329,131 @@ def _extract(config, data, run_dir: Path, heartbeat: Heartbeat) -> None:
         rate = rows / seconds if seconds > 0 and rows > 0 else None
         _report(heartbeat, done, total, rate, (total - done) / rate if rate else None)
 
-    extract_embeddings(backbone, data, run_dir / "embeddings", batch_size=config.stats_batch_size, flip=True,
-                       num_workers=config.num_workers, resume=True, progress=progress)
+    return progress
 
 
-def _trained_outputs(run_dir: Path, count: int):
+def _extract_pretrained(faces: RoundFaces, dataset_id: int, run_dir: Path, heartbeat: Heartbeat) -> None:
+    """dlib's descriptor on every face's image, resumable in RUN/embeddings like _extract. In a
+    daemon (prefork) pool process no loader processes may start: described in-process, slower."""
+    from ml.pretrained import extract_pretrained
+
+    data = round_face_dataset(faces, dataset_id=dataset_id, transform=None)
+    workers = 0 if multiprocessing.current_process().daemon else min(2, os.cpu_count() or 1)
+    result = extract_pretrained(data, run_dir / "embeddings", num_workers=workers, resume=True,
+                                progress=_extraction_progress(heartbeat))
+    heartbeat.update(face_boxes={"detected": result.detected, "whole_image": result.whole_image})
+
+
+def _extracted(folder: Path, count: int):
+    """(embeddings memory-mapped, norms, readable) of an extraction folder (ml.embed's layout)."""
     from ml.embed import EMBEDDINGS_FILE, NORMS_FILE, UNREADABLE_FILE
-    from ml.train.stats import load_stats
 
-    folder = run_dir / "embeddings"
     embeddings = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r")
     norms = np.load(folder / NORMS_FILE)
     readable = np.ones(count, dtype=bool)
     readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
-    return embeddings, norms, load_stats(run_dir), readable
+    return embeddings, norms, readable
 
 
-def _user_embeddings(config: dict, count: int):
-    """The "embeddings" method: rows in face-id order of the active faces."""
-    embeddings = np.load(config["embeddings"], mmap_mode="r", allow_pickle=False)
-    if embeddings.ndim != 2 or len(embeddings) != count:
-        raise ValueError(f"{config['embeddings']} holds {embeddings.shape} embeddings; the dataset has {count} "
-                         "active faces (one row each, in face-id order)")
+FINGERPRINTS_FILE = "fingerprints.npz"
+
+
+def _round_fingerprints(round_: Round, faces: RoundFaces, run_dir: Path, heartbeat: Heartbeat, kinds):
+    """The round's image fingerprints (ml.mining.copies: near duplicates are decided on pixels),
+    computed once from the faces' raw bytes and kept in the run folder for a resumed round."""
+    from ml.mining.copies import ImageFingerprints, fingerprint_images
+
+    if "near_duplicate" not in kinds:
+        return None
+    path = run_dir / FINGERPRINTS_FILE
+    try:
+        found = ImageFingerprints.load(path)
+        if len(found) == len(faces):
+            return found
+    except (OSError, KeyError, ValueError):
+        pass
+    read = round_face_dataset(faces, dataset_id=round_.dataset_id, transform=None).read_bytes
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        heartbeat.check()
+        seconds = time.monotonic() - started
+        rate = done / seconds if seconds > 0 else None
+        _report(heartbeat, done, total, rate, (total - done) / rate if rate else None, substage="fingerprints")
+
+    fingerprints = fingerprint_images(read, len(faces), progress=progress)
+    fingerprints.save(path)
+    return fingerprints
+
+
+def _trained_outputs(run_dir: Path, count: int):
+    """Each fold model's embeddings of every face, with the faces it may judge."""
+    from ml.crossfit import FOLDS_FILE, load_fold_outputs
+
+    assignment = np.load(run_dir / FOLDS_FILE)
+    if len(assignment) != count:
+        raise RuntimeError(f"{run_dir / FOLDS_FILE} holds {len(assignment)} faces, the round {count}")
+    return [load_fold_outputs(run_dir, fold, assignment, count) for fold in range(int(assignment.max()) + 1)]
+
+
+def _user_embeddings(round_: Round, faces: RoundFaces, run_dir: Path, heartbeat: Heartbeat):
+    """The "embeddings" method. Rows named by path (an .npz with paths, or an .npy with a paths
+    file) are matched to the faces by path and written in face order to RUN/embeddings (the
+    identity search reads them there); faces the file misses are left unjudged, rows naming no
+    face ignored, both reported in the progress. An .npy without paths: rows in face-id order."""
+    from ml.io.embeddings_file import load_embeddings_file
+
+    config = round_.config
+    count = len(faces)
+    given = load_embeddings_file(config["embeddings"], config.get("paths"), config.get("norms"))
+    if given.paths is None:
+        if len(given.embeddings) != count:
+            raise ValueError(f"{config['embeddings']} holds {len(given.embeddings)} embeddings; the dataset has "
+                             f"{count} active faces (one row each, in face-id order), or name the rows by path")
+        return given.embeddings, given.norms, None, _finite_rows(given.embeddings, np.arange(count))
+    return _matched_embeddings(given, faces, round_.dataset_id, run_dir / "embeddings", heartbeat)
+
+
+def _finite_rows(embeddings, rows: np.ndarray) -> np.ndarray:
+    """Per entry of rows: the file's row exists (>= 0) and is finite. In slices: the file may be
+    far larger than memory."""
+    finite = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), 65_536):
+        part = rows[start:start + 65_536]
+        present = part >= 0
+        finite[start:start + 65_536][present] = np.isfinite(np.asarray(embeddings[part[present]])).all(axis=1)
+    return finite
+
+
+def _matched_embeddings(given, faces: RoundFaces, dataset_id: int, folder: Path, heartbeat: Heartbeat):
+    from ml.embed import EMBEDDINGS_FILE, NORMS_FILE, UNREADABLE_FILE
+    from ml.io.embeddings_file import match_rows
+
+    paths, roots = round_face_paths(faces, dataset_id=dataset_id)
+    match = match_rows(paths, roots, given.paths)
+    heartbeat.update(embeddings_file=match.report())
+    if match.missing == len(faces):
+        raise ValueError(f"no row of the embeddings file names a face of the dataset (e.g. "
+                         f"{match.missing_examples[:2]} are not in it); name rows by the path as imported, "
+                         "relative to the source's folder, or absolute")
+    readable = _finite_rows(given.embeddings, match.rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(folder / EMBEDDINGS_FILE, mode="w+", dtype=np.float32,
+                                    shape=(len(faces), given.embeddings.shape[1]))
+    for start in range(0, len(faces), 65_536):
+        rows = match.rows[start:start + 65_536]
+        block = np.zeros((len(rows), out.shape[1]), dtype=np.float32)
+        block[rows >= 0] = given.embeddings[rows[rows >= 0]]
+        block[~readable[start:start + 65_536]] = 0.0
+        out[start:start + 65_536] = block
+    out.flush()
     norms = None
-    if config.get("norms"):
-        norms = np.load(config["norms"], allow_pickle=False).astype(np.float32).reshape(-1)
-        if len(norms) != count:
-            raise ValueError(f"{config['norms']} holds {len(norms)} norms for {count} faces")
-    readable = np.empty(count, dtype=bool)
-    for start in range(0, count, 65_536):  # in slices: the file may be far larger than memory
-        readable[start:start + 65_536] = np.isfinite(embeddings[start:start + 65_536]).all(axis=1)
-    return embeddings, norms, None, readable
+    if given.norms is not None:
+        norms = np.where(match.rows >= 0, given.norms[np.maximum(match.rows, 0)], 0.0).astype(np.float32)
+        np.save(folder / NORMS_FILE, norms)
+    (folder / UNREADABLE_FILE).write_text(json.dumps(np.flatnonzero(~readable).tolist()), encoding="utf-8")
+    del out
+    return np.load(folder / EMBEDDINGS_FILE, mmap_mode="r"), norms, None, readable
 
 
 # -- Celery ----------------------------------------------------------------------------------------

@@ -20,22 +20,30 @@ from .models import Membership, Round
 from .selectors import manage as selectors
 from .services import jobs as job_services
 from .services import members as member_services
+from .services import round_data
 from .services import rounds as round_services
 
 
 # -- forms ------------------------------------------------------------------------------------------
 
 class RoundStartForm(forms.Form):
-    method = forms.ChoiceField(choices=Round.Method.choices, initial=Round.Method.ARCFACE)
+    method = forms.ChoiceField(choices=Round.Method.choices)
     epochs = forms.IntegerField(required=False, min_value=1, max_value=1000,
                                 widget=forms.NumberInput(attrs={"placeholder": "method default"}))
     batch_size = forms.IntegerField(required=False, min_value=1, max_value=8192,
                                     widget=forms.NumberInput(attrs={"placeholder": "method default"}))
     embeddings = forms.CharField(required=False, max_length=1000,
-                                 widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/embeddings.npy"}))
+                                 widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/embeddings.npz"}))
+    paths = forms.CharField(required=False, max_length=1000,
+                            widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/paths.txt (with an .npy)"}))
     norms = forms.CharField(required=False, max_length=1000)
     config = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=20_000,
                              help_text='more settings as a JSON object, e.g. {"mining": {"open_set_angle": 75}}')
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Preselected: the host's default (pretrained without a GPU, the GPU preset with one).
+        self.fields["method"].initial = round_data.default_round_method()
 
     def clean_config(self):
         text = self.cleaned_data["config"].strip()
@@ -52,7 +60,7 @@ class RoundStartForm(forms.Form):
     def round_config(self) -> dict:
         """The number and path fields laid over the JSON settings."""
         config = dict(self.cleaned_data["config"])
-        for key in ("epochs", "batch_size", "embeddings", "norms"):
+        for key in ("epochs", "batch_size", "embeddings", "paths", "norms"):
             value = self.cleaned_data.get(key)
             if value not in (None, ""):
                 config[key] = value

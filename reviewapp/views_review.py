@@ -216,6 +216,10 @@ def flag_decide(request, flag_id: int):
     flag = access_flag(request.user, flag_id)
     dataset_id = flag.round.dataset_id
     action = request.POST.get("action", "")
+    # A near-duplicate card's "Remove the copy under X" buttons name the copy to take out.
+    remove_face = positive_int(request.POST.get("remove_face"))
+    if remove_face is not None:
+        action = "remove"
     if action not in flag_services.ACTIONS:
         return HttpResponseBadRequest("Unknown action")
     identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset_id)
@@ -224,7 +228,7 @@ def flag_decide(request, flag_id: int):
     try:
         flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
                                   identity_id=identity.pk if identity else None,
-                                  survivor_id=survivor.pk if survivor else None)
+                                  survivor_id=survivor.pk if survivor else None, remove_face_id=remove_face)
     except LabelConflict as conflict:
         notice, level = str(conflict), messages.WARNING
     except ValueError as error:

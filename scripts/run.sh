@@ -37,9 +37,12 @@ default_worker=$!
 rounds_worker=$!
 trap 'kill $default_worker $rounds_worker 2>/dev/null || true' EXIT INT TERM
 
-# A first round so that there is something to review: it trains in the worker while the
-# app is already up (its page shows the progress). FACECLEAN_FIRST_ROUND=none skips it.
-first_round=${FACECLEAN_FIRST_ROUND:-arcface}
+# A first round so that there is something to review: it runs in the worker while the app
+# is already up (its page shows the progress). By default the host's: the pretrained
+# descriptor without a GPU (minutes on 2 cores), the GPU training preset with one.
+# FACECLEAN_FIRST_ROUND=<method> chooses another, =none skips it.
+first_round=${FACECLEAN_FIRST_ROUND:-$($PY manage.py shell --no-imports -c \
+  "from reviewapp.services.round_data import default_round_method; print(default_round_method())")}
 dataset_name=$([ $# -ge 1 ] && basename "$folder" || echo sample)
 # The name travels in the environment, not in the code string: folder names are untrusted.
 if [ "$first_round" != none ] && ! DATASET_NAME="$dataset_name" $PY manage.py shell -c "

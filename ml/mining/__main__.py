@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--low-norm", type=float, help="norm threshold (default: calibrated)")
     parser.add_argument("--duplicate-score", type=float,
                         help="identity-pair cross margin, a cosine difference <= 0 (default: calibrated)")
-    parser.add_argument("--near-duplicate-cosine", type=float, help="face cosine (default: calibrated)")
     parser.add_argument("--margin", type=float, help="hard band margin m in radians (default: 0)")
     parser.add_argument("--m1", type=float, help="noisy band |m1| in radians (default: calibrated)")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = MiningConfig(
         kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
         open_set_angle=args.open_set_angle, low_norm_threshold=args.low_norm,
-        duplicate_score=args.duplicate_score, near_duplicate_cosine=args.near_duplicate_cosine,
+        duplicate_score=args.duplicate_score,
         margin=args.margin, margin_m1=args.m1, seed=args.seed,
     )
     stats = None

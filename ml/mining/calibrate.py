@@ -6,7 +6,6 @@ the MAD is 0 (many equal values) the IQR stands in, then the standard deviation.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -102,23 +101,6 @@ def duplicate_score(top1_scores, configured: float | None, expected_false: float
     return Threshold("duplicate_score", median + z * sigma,
                      "median + z*sigma of every identity's best score, z = Phi^-1(1 - expected_false / tests)",
                      median, sigma, round(z, 4), n, {"expected_false": expected_false, "tests": int(tests)})
-
-
-def near_duplicate_cosine(top1_cosines, configured: float | None, k: float,
-                          bounds: tuple[float, float]) -> Threshold:
-    if configured is not None:
-        return fixed("near_duplicate_cosine", configured)
-    threshold = upper_threshold("near_duplicate_cosine", top1_cosines, k, low=bounds[0], high=bounds[1])
-    if threshold.median is not None and threshold.median >= bounds[1]:
-        # The typical face's nearest neighbour is already as close as a copy: the model has
-        # collapsed each identity (a small or easy set), so cosine cannot tell copies from
-        # photos of one person. Only the run's top 1% of nearest-neighbour cosines are raised,
-        # rather than most faces.
-        top = float(np.quantile(np.asarray(top1_cosines, dtype=np.float64), 0.99))
-        return dataclasses.replace(threshold, value=max(bounds[1], top),
-                                   rule=threshold.rule + "; collapsed embedding (median above the upper bound): "
-                                        "the 99th percentile instead")
-    return threshold
 
 
 def noise_margin(margins_deg, configured_m1: float | None, k: float) -> Threshold:

@@ -43,12 +43,6 @@ class MiningConfig:
     duplicate_expected_false: float = 1.0
     duplicate_neighbours: int = 4
 
-    # Near-duplicate images: face cosine; None: median + k * sigma of faces' top-1 neighbour
-    # cosine, clipped into bounds (so copies at 0.98 are always caught).
-    near_duplicate_cosine: float | None = None
-    near_duplicate_k: float = 6.0
-    near_duplicate_bounds: tuple[float, float] = (0.95, 0.98)
-
     # Search (ml.mining.search): exact while base x queries stays below this, else a cell join
     # where each query probes this many k-means cells. face_neighbours: the k of the face graph.
     exact_search_max_pairs: float = 1e8
@@ -61,10 +55,6 @@ class MiningConfig:
     def __post_init__(self) -> None:
         # JSON settings (a Round's config) arrive with lists where tuples are meant.
         self.kinds = tuple(self.kinds)
-        self.near_duplicate_bounds = tuple(self.near_duplicate_bounds)
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown flag kinds {sorted(unknown)}; expected some of {KINDS}")
-        low, high = self.near_duplicate_bounds
-        if not -1.0 <= low <= high <= 1.0:
-            raise ValueError("near_duplicate_bounds must satisfy -1 <= low <= high <= 1")

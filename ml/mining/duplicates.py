@@ -15,15 +15,14 @@ apart, their faces stay near both. A pair is accepted when a and b are each othe
 candidate (mutual) and s is a robust upper outlier of every identity's best score (calibrate.
 duplicate_score: the bound where about config.duplicate_expected_false of the mutual pairs would
 pass by chance). The survivor of a merge is the larger identity (the lower id on a tie).
-Near duplicates: neighbour-graph edges with cosine close to 1, within or across identities (a
-burst of more than k copies still has every face flagged with k of them).
+Near-duplicate images are not found here: a copy is decided on its pixels (ml.mining.copies).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ml.mining import calibrate
-from ml.mining.candidate import DUPLICATE_IDENTITY, NEAR_DUPLICATE, FlagCandidate
+from ml.mining.candidate import DUPLICATE_IDENTITY, FlagCandidate
 from ml.mining.config import MiningConfig
 from ml.mining.neighbours import FaceNeighbours, drop_self
 from ml.mining.prototypes import Identities
@@ -119,6 +118,10 @@ def find_duplicate_identities(identities: Identities, neighbours: FaceNeighbours
 def duplicate_identity_flags(pairs, threshold, search: str, identities: Identities,
                              own_mean: np.ndarray) -> list[FlagCandidate]:
     record = threshold.as_dict()
+    # Shown to reviewers: >= 0, higher = more surely one person. The cross margin itself is
+    # negative for most pairs, so the score is its distance above the null's median in sigmas.
+    centre = threshold.median if threshold.median is not None and np.isfinite(threshold.median) else 0.0
+    spread = threshold.sigma if threshold.sigma and np.isfinite(threshold.sigma) and threshold.sigma > 0 else 1.0
     flags = []
     for a, b, score, cos in zip(*(np.asarray(x).tolist() for x in pairs)):
         size_a, size_b = int(identities.sizes[a]), int(identities.sizes[b])
@@ -128,11 +131,12 @@ def duplicate_identity_flags(pairs, threshold, search: str, identities: Identiti
                     "other_mean_own_cosine": round(float(own_mean[b]), 4), "mutual": True,
                     "reference_faces": {"label": identities.references(a), "other_label": identities.references(b)},
                     "centre": "normalised mean embedding", "thresholds": {"duplicate_score": record},
-                    "score_rule": "cross margin: mean cosine of each side's faces to the other centre minus to "
-                                  "their own (leave-one-out), averaged over both sides",
+                    "score_rule": "(cross margin - null median) / null sigma; cross margin: mean cosine of each "
+                                  "side's faces to the other centre minus to their own (leave-one-out), averaged "
+                                  "over both sides",
                     "search": search}
-        flags.append(FlagCandidate(DUPLICATE_IDENTITY, float(score), None, None, int(a), int(b), "merge",
-                                   int(survivor), evidence))
+        flags.append(FlagCandidate(DUPLICATE_IDENTITY, max(0.0, (score - centre) / spread), None, None, int(a),
+                                   int(b), "merge", int(survivor), evidence))
     return flags
 
 
@@ -144,26 +148,3 @@ def mine_duplicate_identities(identities: Identities, neighbours: FaceNeighbours
     pairs, threshold, search = find_duplicate_identities(identities, neighbours, labels, own_mean, config)
     flags = duplicate_identity_flags(pairs, threshold, search, identities, own_mean)
     return flags, set(zip(pairs[0].tolist(), pairs[1].tolist()))
-
-
-def mine_near_duplicates(neighbours: FaceNeighbours, labels: np.ndarray, config: MiningConfig) -> list[FlagCandidate]:
-    if len(neighbours.rows) < 2:
-        return []
-    top1 = neighbours.sims[:, 0]
-    threshold = calibrate.near_duplicate_cosine(top1[np.isfinite(top1)], config.near_duplicate_cosine,
-                                                config.near_duplicate_k, config.near_duplicate_bounds)
-    close = (neighbours.sims >= threshold.value) & (neighbours.positions >= 0)
-    query, column = np.nonzero(close)
-    other = neighbours.positions[query, column]
-    cos = neighbours.sims[query, column]
-    low, high = np.minimum(query, other), np.maximum(query, other)
-    _, first = np.unique(low * len(neighbours.rows) + high, return_index=True)
-    record = threshold.as_dict()
-    rows = neighbours.rows
-    flags = []
-    for i, j, c in zip(rows[low[first]].tolist(), rows[high[first]].tolist(), cos[first].tolist()):
-        label_i, label_j = int(labels[i]), int(labels[j])
-        evidence = {"cosine": round(c, 5), "same_identity": label_i == label_j, "remove": "other_index",
-                    "thresholds": {"near_duplicate_cosine": record}, "search": neighbours.search}
-        flags.append(FlagCandidate(NEAR_DUPLICATE, float(c), i, j, label_i, label_j, "remove", None, evidence))
-    return flags

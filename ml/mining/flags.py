@@ -18,7 +18,9 @@ from ml.mining.candidate import (  # noqa: F401 (FlagCandidate re-exported: part
     DUPLICATE_IDENTITY, HARD, KINDS, LOW_NORM, NEAR_DUPLICATE, NOISY, FlagCandidate,
 )
 from ml.mining.config import MiningConfig
-from ml.mining.duplicates import mine_duplicate_identities, mine_near_duplicates
+from ml.mining.geometry import centred_unit_embeddings
+from ml.mining.copies import ImageFingerprints, mine_copies
+from ml.mining.duplicates import mine_duplicate_identities
 from ml.mining.neighbours import face_neighbours
 from ml.mining.noisy import face_angles, mine_noisy
 from ml.mining.prototypes import build_identities, own_centre_cosine
@@ -45,31 +47,46 @@ def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray
 
 
 def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = None, norms: np.ndarray | None = None,
-         active: np.ndarray | None = None, config: MiningConfig | None = None) -> list[FlagCandidate]:
-    """Flags of every kind in config.kinds, grouped by kind, highest score first within a kind."""
+         active: np.ndarray | None = None, config: MiningConfig | None = None,
+         judged: np.ndarray | None = None, fingerprints: ImageFingerprints | None = None) -> list[FlagCandidate]:
+    """Flags of every kind in config.kinds, grouped by kind, highest score first within a kind.
+
+    judged: the faces that may be flagged (per-face kinds) and whose statistics set the bounds,
+    e.g. the faces a cross-fitted model never trained on (ml.crossfit); None: every face. The
+    other eligible faces still shape the centres, reference faces and the neighbour graph.
+    fingerprints: the images' (ml.mining.copies); near_duplicate flags come only from them (the
+    embeddings may propose pairs, never decide), none without."""
     config = config or MiningConfig()
     labels = np.asarray(labels).astype(np.int64)
     rows = eligible_rows(embeddings, labels, active, config.batch_size)
     if len(rows) == 0:
         return []
+    embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
+    judged_rows = rows if judged is None else rows[np.asarray(judged, dtype=bool)[rows]]
+    positions = np.searchsorted(rows, judged_rows)
     identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
                                   samples_per_identity=config.prototype_samples, seed=config.seed,
                                   batch_size=config.batch_size)
-    needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY, NEAR_DUPLICATE}
+    needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY}
     neighbours = face_neighbours(embeddings, rows, config) if needs_graph else None
     flags: list[FlagCandidate] = []
     duplicate_pairs: set[tuple[int, int]] = set()
     if DUPLICATE_IDENTITY in config.kinds:
-        own_cos = own_centre_cosine(embeddings, labels, rows, identities, config.batch_size)
-        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, own_cos, rows, config)
+        own_cos = own_centre_cosine(embeddings, labels, judged_rows, identities, config.batch_size)
+        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, own_cos, judged_rows,
+                                                           config)
         flags += found
     if NOISY in config.kinds or HARD in config.kinds:
-        flags += [f for f in mine_noisy(embeddings, labels, rows, identities, neighbours, stats, config,
-                                        duplicate_pairs) if f.kind in config.kinds]
+        flags += [f for f in mine_noisy(embeddings, labels, judged_rows, identities, neighbours, stats, config,
+                                        duplicate_pairs, positions) if f.kind in config.kinds]
     if LOW_NORM in config.kinds:
-        flags += mine_low_norm(norms, stats, labels, rows, config)
-    if NEAR_DUPLICATE in config.kinds:
-        flags += mine_near_duplicates(neighbours, labels, config)
+        flags += mine_low_norm(norms, stats, labels, judged_rows, config)
+    if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
+        taking_part = np.zeros(len(labels), dtype=bool)
+        taking_part[rows] = True
+        flags += mine_copies(fingerprints, labels, embeddings=embeddings, active=taking_part)
+    for flag in flags:
+        flag.evidence["embedding_mean_norm"] = round(mean_norm, 4)
     order = {kind: i for i, kind in enumerate(KINDS)}
     flags.sort(key=lambda f: (order[f.kind], -f.score))
     return flags
@@ -86,6 +103,7 @@ def face_margins(*, embeddings: np.ndarray, labels: np.ndarray, active: np.ndarr
     rows = eligible_rows(embeddings, labels, active, config.batch_size)
     if len(rows) == 0:
         return out
+    embeddings, _ = centred_unit_embeddings(embeddings, rows, config.batch_size)
     identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
                                   samples_per_identity=config.prototype_samples, seed=config.seed,
                                   batch_size=config.batch_size)

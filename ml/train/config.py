@@ -103,11 +103,16 @@ class TrainConfig:
     # The per-sample statistics pass (stats.npz) after training.
     stats_pass: bool = True
     stats_batch_size: int = 256
+    # Cleaning rounds train one model per fold and judge each face with the model that never
+    # saw its label (ml.crossfit); plain `ml train` ignores it.
+    folds: int = 2
 
     def validate(self) -> "TrainConfig":
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("method", self.method, METHODS)
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"folds must be an integer >= 2 (cross-fitted judging), got {self.folds!r}")
         _choice("device", self.device, DEVICES)
         _choice("amp_dtype", self.amp_dtype, AMP_DTYPES)
         _choice("data.kind", self.data.kind, DATA_KINDS)

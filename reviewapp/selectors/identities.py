@@ -187,11 +187,15 @@ def _run_dir(round_: Round) -> Path:
 
 
 def _embeddings_path(round_: Round) -> Path:
-    """Rows in the order of the round's snapshot (faces.npz): the trained model's extraction,
-    or the file an "embeddings" round was given."""
-    if round_.method == Round.Method.EMBEDDINGS:
+    """Rows in the order of the round's snapshot (faces.npz): the extraction (trained or
+    pretrained model, or user rows matched by path), else the file an "embeddings" round was
+    given with its rows already in that order. A training round has one extraction per fold
+    model (ml.crossfit); the first fold's embeds every face in one space."""
+    extracted = _run_dir(round_) / "embeddings" / "embeddings.npy"
+    if round_.method == Round.Method.EMBEDDINGS and not extracted.exists():
         return Path(str(round_.config.get("embeddings", "")))
-    return _run_dir(round_) / "embeddings" / "embeddings.npy"
+    first_fold = _run_dir(round_) / "fold-0" / "embeddings" / "embeddings.npy"
+    return first_fold if not extracted.exists() and first_fold.exists() else extracted
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:

@@ -99,7 +99,8 @@ def _compute_stats(dataset_id: int) -> DatasetStats:
                 .values("kind").annotate(n=Count("pk")).order_by())
         s.open_flags = {row["kind"]: row["n"] for row in rows}
     decided = (Flag.objects.filter(round__dataset_id=dataset_id, kind=Flag.Kind.NOISY)
-               .exclude(state=Flag.State.OPEN).values("state").annotate(n=Count("pk")).order_by())
+               .exclude(state__in=(Flag.State.OPEN, Flag.State.SUPERSEDED))  # superseded: nobody answered
+               .values("state").annotate(n=Count("pk")).order_by())
     for row in decided:
         if row["state"] == Flag.State.REJECTED:
             s.noisy_rejected += row["n"]

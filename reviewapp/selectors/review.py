@@ -22,7 +22,7 @@ from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 
 from ..models import Decision, Face, Flag, Identity, Round
-from ..services.flags import claim_cutoff
+from ..services.flags import claim_cutoff, named_removal
 
 PAGE_SIZE = 16
 MAX_PAGE_SIZE = 100
@@ -154,10 +154,12 @@ class FlagCard:
 
     @property
     def removal_face(self) -> Face | None:
-        """The copy a confirmed near-duplicate loses (see services.flags._removal_target)."""
-        if self.other_face is not None and (self.flag.evidence or {}).get("remove") in ("other_index", "other_face"):
+        """The copy a removal takes out by default (services.flags.named_removal); None for a
+        picture under two identities whose right label the mining could not tell."""
+        target = named_removal(self.flag)
+        if self.other_face is not None and target == self.flag.other_face_id:
             return self.other_face
-        return self.face
+        return self.face if target == self.flag.face_id else None
 
     @property
     def survivor(self) -> Identity | None:
@@ -179,12 +181,13 @@ class FlagCard:
             return "Accept relabel"
         if flag.suggestion == Flag.Suggestion.REMOVE:
             return "Remove duplicate" if self.is_near_duplicate else "Remove"
-        return "Keep"
+        return "Keep both" if self.is_near_duplicate else "Keep"
 
     @property
     def state_label(self) -> str:
         return {Flag.State.CONFIRMED: "done as suggested", Flag.State.REJECTED: "kept as is",
-                Flag.State.OVERRIDDEN: "decided otherwise"}.get(self.flag.state, "open")
+                Flag.State.OVERRIDDEN: "decided otherwise",
+                Flag.State.SUPERSEDED: "superseded by a later round"}.get(self.flag.state, "open")
 
 
 def _card_flags(kind: str | None = None):
@@ -393,12 +396,7 @@ def evidence_lines(flag: Flag, card: FlagCard) -> list[str]:
         if percentile is not None:
             lines.append(f"Lowest {_share(percentile)} of norms: blurred or not a face")
     elif flag.kind == Flag.Kind.NEAR_DUPLICATE:
-        cosine = _number(e, "cosine")
-        if cosine is not None:
-            lines.append(f"Cosine {cosine:.4f} between the two images")
-        same = e.get("same_identity")
-        if same is not None:
-            lines.append("Same identity" if same else "Under two different identities")
+        lines += _near_duplicate_lines(e, card)
     elif flag.kind == Flag.Kind.DUPLICATE_IDENTITY:
         cosine = _number(e, "cosine")
         if cosine is not None:
@@ -406,6 +404,39 @@ def evidence_lines(flag: Flag, card: FlagCard) -> list[str]:
         size, other = _number(e, "size"), _number(e, "other_size")
         if size is not None and other is not None:
             lines.append(f"{size:.0f} and {other:.0f} faces")
+    return lines
+
+
+def _near_duplicate_lines(e: dict, card: FlagCard) -> list[str]:
+    lines = []
+    distance = _number(e, "pixel_distance")
+    if e.get("exact") is True:
+        lines.append("The same file twice (byte-identical)")
+    elif distance is not None:
+        bound = _number(e.get("thresholds", {}).get("pixel_distance", {}) if isinstance(e.get("thresholds"), dict)
+                        else {}, "value")
+        words = "practically the same pixels" if distance < 1.0 else "the same picture, re-saved or resized"
+        lines.append(f"Pixels differ by {distance:.1f}/255 on average: {words}"
+                     + (f" (copies stay under {bound:.1f})" if bound is not None else ""))
+    cosine = _number(e, "cosine")
+    if cosine is not None and distance is None:
+        lines.append(f"Cosine {cosine:.4f} between the two images")
+    same = e.get("same_identity")
+    other = card.other_face.identity.name if card.other_face is not None else "another identity"
+    if same is True:
+        lines.append("Both under " + (card.current.name if card.current is not None else "one identity")
+                     + ": one copy is enough")
+    elif same is False:
+        here = card.current.name if card.current is not None else "one identity"
+        lines.append(f"Filed under {here} and under {other}: which label is right?")
+    removal = card.removal_face
+    if removal is not None and card.other_face is not None:
+        lines.append(f"Suggested: remove the copy under {removal.identity.name}")
+    elif same is False:
+        lines.append("Nothing is removed unless you choose a copy")
+    reason = e.get("keep_reason")
+    if isinstance(reason, str) and reason:
+        lines.append(reason[0].upper() + reason[1:])
     return lines
 
 

@@ -7,6 +7,11 @@ Decision row is written here. The flag's new state is saved in the same transact
 
 What "confirm" does follows the flag's suggestion (remove, relabel, merge or keep); an
 identity pair (duplicate_identity) can only be merged or kept apart.
+
+A near-duplicate pair (face, other_face) shows one picture twice. Its evidence names the copy a
+removal takes out ("remove": "other_index" or "index"); across two identities it names none
+when the mining could not tell which label is right ("remove": null), and then "remove" needs
+the reviewer's choice (remove_face_id, either copy). The reviewer may always pick either copy.
 """
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,9 +52,10 @@ def claim_cutoff(now=None):
 
 @transaction.atomic
 def flag_decide(*, flag_id: int, action: str, user, identity_id: int | None = None,
-                survivor_id: int | None = None) -> Decision:
+                survivor_id: int | None = None, remove_face_id: int | None = None) -> Decision:
     """Act on one open flag; see the module docstring. ValueError for an action the flag does
-    not allow (relabel without a target, remove on an identity pair, a foreign survivor)."""
+    not allow (relabel without a target, remove on an identity pair, a foreign survivor, a
+    remove_face_id that is not one of a near-duplicate's two faces)."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}")
     # of=("self",): lock the flag only; the round row is shared by every flag of the queue.
@@ -62,7 +68,7 @@ def flag_decide(*, flag_id: int, action: str, user, identity_id: int | None = No
     if is_pair and action in FACE_ACTIONS:
         raise ValueError("An identity pair can only be merged (confirm) or kept apart (reject)")
     decision, state = _ACTIONS[action](flag, user=user, identity_id=identity_id, survivor_id=survivor_id,
-                                       is_pair=is_pair)
+                                       is_pair=is_pair, remove_face_id=remove_face_id)
     flag.state = state
     # A decided flag leaves its batch: claims stay few, so the claimed_by index stays small.
     flag.claimed_by, flag.claimed_at = None, None
@@ -97,30 +103,49 @@ def _relabel(flag, *, user, identity_id, **_):
     return decision, Flag.State.CONFIRMED if as_suggested else Flag.State.OVERRIDDEN
 
 
-def _remove(flag, *, user, **_):
-    decision = labels.face_remove(face_id=_removal_target(flag), user=user, flag=flag)
-    return decision, _removal_state(flag)
+def _remove(flag, *, user, remove_face_id=None, **_):
+    target = _removal_target(flag, remove_face_id)
+    decision = labels.face_remove(face_id=target, user=user, flag=flag)
+    return decision, _removal_state(flag, target)
 
 
-def _low_quality(flag, *, user, **_):
-    decision = labels.face_mark_low_quality(face_id=_removal_target(flag), user=user, flag=flag)
-    return decision, _removal_state(flag)
+def _low_quality(flag, *, user, remove_face_id=None, **_):
+    target = _removal_target(flag, remove_face_id)
+    decision = labels.face_mark_low_quality(face_id=target, user=user, flag=flag)
+    return decision, _removal_state(flag, target)
 
 
 _ACTIONS = {"confirm": _confirm, "reject": _reject, "relabel": _relabel, "remove": _remove,
             "low_quality": _low_quality}
 
 
-def _removal_target(flag) -> int:
-    """The face a removal takes out. A near-duplicate pair loses the copy its evidence names
-    (mining writes "remove": "other_index" for other_face), else `face`."""
-    if flag.other_face_id is not None and (flag.evidence or {}).get("remove") in ("other_index", "other_face"):
-        return flag.other_face_id
-    return flag.face_id
+def named_removal(flag) -> int | None:
+    """The face the flag's own suggestion takes out: for a near-duplicate pair the copy its
+    evidence names ("remove": "other_index" / "index"; None where it names none, a label
+    question left to the reviewer; flags from before the key existed: `face`), else `face`."""
+    evidence = flag.evidence if isinstance(flag.evidence, dict) else {}
+    if flag.other_face_id is None or "remove" not in evidence:
+        return flag.face_id
+    return {"other_index": flag.other_face_id, "other_face": flag.other_face_id,
+            "index": flag.face_id, "face": flag.face_id}.get(evidence["remove"])
 
 
-def _removal_state(flag) -> str:
-    return Flag.State.CONFIRMED if flag.suggestion == Flag.Suggestion.REMOVE else Flag.State.OVERRIDDEN
+def _removal_target(flag, chosen: int | None = None) -> int:
+    """The face a removal takes out: the reviewer's choice of a near-duplicate's two copies,
+    else the one the flag names (ValueError where it names none)."""
+    if chosen is not None:
+        if chosen not in (flag.face_id, flag.other_face_id) or flag.other_face_id is None:
+            raise ValueError("Choose one of the two copies to remove")
+        return chosen
+    target = named_removal(flag)
+    if target is None:
+        raise ValueError("This picture is filed under two identities: choose which copy to remove")
+    return target
+
+
+def _removal_state(flag, target: int) -> str:
+    as_suggested = flag.suggestion == Flag.Suggestion.REMOVE and target == named_removal(flag)
+    return Flag.State.CONFIRMED if as_suggested else Flag.State.OVERRIDDEN
 
 
 def _merge(flag, *, user, survivor_id):

@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from ..models import Dataset, Decision, Flag, Round
+from .publish_checks import flags_as_of_now, flags_supersede, snapshot_identities
 from .round_data import clean_round_config
 
 ROUNDS_QUEUE = "rounds"
@@ -50,8 +51,10 @@ def max_attempts() -> int:
 
 
 def first_stage(method: str) -> str:
-    """User-supplied embeddings need neither training nor extraction."""
-    return Round.Status.MINING if method == Round.Method.EMBEDDINGS else Round.Status.TRAINING
+    """User-supplied embeddings need neither training nor extraction; a pretrained model no training."""
+    if method == Round.Method.EMBEDDINGS:
+        return Round.Status.MINING
+    return Round.Status.EXTRACTING if method == Round.Method.PRETRAINED else Round.Status.TRAINING
 
 
 def _actor(user) -> str:
@@ -75,7 +78,7 @@ def confine_round_config(method: str, config: dict | None, data_root) -> dict:
         raise ValueError("the round configuration must be a JSON object")
     config = dict(config or {})
     if method == Round.Method.EMBEDDINGS:
-        for key in ("embeddings", "norms"):
+        for key in ("embeddings", "norms", "paths"):
             if key in config:
                 config[key] = str(path_under_root(str(config[key]), data_root, what=key))
         return config
@@ -198,11 +201,15 @@ def round_publish(*, round_id: int, worker: str, candidates: Iterable[Any], inde
     """Turn mining candidates into the round's flags and mark it published, in one transaction.
 
     Only `worker`'s round in status mining that has no flags yet is published, so it happens
-    exactly once. Candidates the reviewers have already answered (see decided_questions) are
-    dropped. index_to_face maps dataset index -> Face id, class_to_identity class id ->
-    Identity id; `progress`, the worker's last progress, is kept on the row with the flag counts.
-    `summary` (ml.mining.summary.round_summary's chart data) is stored as Round.summary with
-    the published flags per kind and the previous published round's, in the same transaction.
+    exactly once. Candidates are checked against the data as it is now (publish_checks: faces
+    removed, relabelled or decided since the round's snapshot, merges followed), those the
+    reviewers have already answered (see decided_questions) are dropped, and the published flags
+    supersede the earlier rounds' open flags on the same subjects (publish_checks.flags_supersede).
+    index_to_face maps dataset index -> Face id, class_to_identity class id -> Identity id;
+    `progress`, the worker's last progress, is kept on the row with the flag counts. `summary`
+    (ml.mining.summary.round_summary's chart data) is stored as Round.summary with the published
+    flags per kind, the previous published round's, what was not raised (already_decided, and
+    dropped: per publish_checks.DROP_REASONS) and superseded (per kind), in the same transaction.
     Returns the number of flags written, or None when nothing was published."""
     try:
         return _publish(round_id, worker, list(candidates), np.asarray(index_to_face),
@@ -231,10 +238,12 @@ def _previous_counts(round_: Round) -> dict | None:
     return {"round": previous["number"], "flags": counts}
 
 
-def _round_summary(round_: Round, summary: dict | None, kept: list[Flag], dropped: int) -> dict:
+def _round_summary(round_: Round, summary: dict | None, kept: list[Flag], already_decided: int,
+                   dropped: dict[str, int], superseded: dict[str, int]) -> dict:
     summary = json_safe(dict(summary or {}))
     summary["mined"] = summary.pop("flags", None)
-    summary.update(flags=_kind_counts(kept), already_decided=dropped, previous=_previous_counts(round_))
+    summary.update(flags=_kind_counts(kept), already_decided=already_decided, dropped=dropped,
+                   superseded=superseded, previous=_previous_counts(round_))
     return summary
 
 
@@ -245,14 +254,21 @@ def _publish(round_id, worker, candidates, index_to_face, class_to_identity, pro
     if round_ is None or Flag.objects.filter(round_id=round_id).exists():
         raise _NotPublishable
     flags = [_flag(round_id, c, index_to_face, class_to_identity) for c in candidates]
+    # The candidates describe the data as frozen when the round started; reviewers went on
+    # deciding meanwhile. Checked here, under the publish's transaction, against the data now.
+    current = flags_as_of_now(round_=round_, flags=flags,
+                              snapshot_identity=snapshot_identities(candidates, index_to_face, class_to_identity))
     answered = decided_questions(dataset_id=round_.dataset_id, round_id=round_id)
-    kept = [flag for flag in flags if question_key(flag) not in answered]
+    kept = [flag for flag in current.kept if question_key(flag) not in answered]
+    already_decided = len(current.kept) - len(kept)
+    superseded = flags_supersede(round_=round_, flags=kept)
     now = timezone.now()
     progress = {**(round_.progress if progress is None else progress), "stage": PUBLISHED, "percent": 100.0,
-                "flags": len(kept), "already_decided": len(flags) - len(kept)}
+                "flags": len(kept), "already_decided": already_decided,
+                "dropped_during_round": sum(current.dropped.values()), "superseded": sum(superseded.values())}
     updated = Round.objects.filter(pk=round_id, worker=worker, status=Round.Status.MINING).update(
         status=PUBLISHED, finished_at=now, heartbeat_at=now, progress=progress,
-        summary=_round_summary(round_, summary, kept, len(flags) - len(kept)))
+        summary=_round_summary(round_, summary, kept, already_decided, current.dropped, superseded))
     if not updated:
         raise _NotPublishable
     Flag.objects.bulk_create(kept, batch_size=5000)
@@ -326,11 +342,15 @@ def question_key(flag: Flag) -> tuple:
     return ("face", flag.kind, flag.suggestion, flag.face_id, target)
 
 
+# A superseded flag was never answered: a later round asked about its subject and nobody decided.
+UNANSWERED = (Flag.State.OPEN, Flag.State.SUPERSEDED)
+
+
 def decided_questions(*, dataset_id: int, round_id: int | None = None) -> set[tuple]:
     """The question keys of the dataset's earlier flags that a reviewer has answered.
 
     An earlier flag (another round of the dataset) counts as answered when
-    - its state is no longer open (confirmed, rejected, decided otherwise), or
+    - its state is confirmed, rejected or decided otherwise (not open, not superseded), or
     - a Decision names it (the reviewer acted on the flag itself), or
     - it is about a face and a Decision on that face was taken after the flag's round was
       published (the reviewer changed or kept the face by other means since seeing it).
@@ -344,7 +364,7 @@ def decided_questions(*, dataset_id: int, round_id: int | None = None) -> set[tu
         earlier = earlier.exclude(round_id=round_id)
     answered = (
         earlier.annotate(named=Exists(named), revisited=Exists(revisited))
-        .filter(~Q(state=Flag.State.OPEN) | Q(named=True) | Q(face__isnull=False, revisited=True))
+        .filter(~Q(state__in=UNANSWERED) | Q(named=True) | Q(face__isnull=False, revisited=True))
         .only("kind", "suggestion", "face_id", "other_face_id", "identity_a_id", "identity_b_id",
               "suggested_identity_id")
     )

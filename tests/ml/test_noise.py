@@ -254,3 +254,91 @@ def test_lfw_noise_is_what_it_claims(lfw_samples):
 def test_lfw_seed_determinism(lfw_samples):
     assert lfw_noisy(lfw_samples, seed=0).entries == lfw_noisy(lfw_samples, seed=0).entries
     assert lfw_noisy(lfw_samples, seed=0).entries != lfw_noisy(lfw_samples, seed=1).entries
+
+
+# ---- planted copies and junk ------------------------------------------------------------------
+
+def real_folder(root: Path, sizes: dict[str, int]) -> None:
+    """Decodable images (the planting re-encodes, resizes and crops them)."""
+    from PIL import Image
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name, n in sizes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.jpg", quality=90)
+
+
+def planted(tmp_path, out="out", seed=0, copies=8, cross=0.25, junk=0.1):
+    from ml.noise import plant_copies, plant_junk
+
+    root = tmp_path / "images"
+    if not root.exists():
+        real_folder(root, SIZES)
+    noisy = inject_noise(load_folder(root), [], closed=0.2, open=0, split=0, seed=seed)
+    noisy = plant_copies(noisy, root, tmp_path / out, copies, cross, seed)
+    return root, plant_junk(noisy, root, tmp_path / out, junk, seed)
+
+
+def test_planted_copies_are_recorded_with_their_original(tmp_path):
+    root, noisy = planted(tmp_path)
+    copies = [e for e in noisy.entries if e.kind == "copy"]
+    by_path = {e.path: e for e in noisy.entries}
+    assert len(copies) == 8
+    assert sorted(e.variant for e in copies) == sorted(["exact", "reencode", "resize", "crop"] * 2)
+    for entry in copies:
+        original = by_path[entry.copy_of]
+        assert original.kind == "clean" and entry.true_label == original.true_label
+        assert Path(entry.path).is_absolute() and Path(entry.path).is_file()
+        assert Path(entry.path).is_relative_to((tmp_path / "out" / "planted").resolve())
+        if entry.variant == "exact":
+            assert Path(entry.path).read_bytes() == (root / entry.copy_of).read_bytes()
+    # round(8 * 0.25) = 2 copies are filed under another identity: a label question.
+    assert sum(e.given_label != e.true_label for e in copies) == 2
+    assert noisy.counts()["copy"] == 8
+
+
+def test_planted_junk_has_no_true_label(tmp_path):
+    _, noisy = planted(tmp_path)
+    junk = [e for e in noisy.entries if e.kind == "junk"]
+    # floor(0.1 * (40 + 8)) = 4, variants in turn.
+    assert [e.variant for e in junk] == ["blank", "blur", "tiny", "background"]
+    assert all(e.true_label is None and e.given_label in SIZES for e in junk)
+    assert all(Path(e.path).is_file() for e in junk)
+
+
+def test_planting_is_deterministic_and_written_back(tmp_path):
+    _, first = planted(tmp_path, out="a")
+    _, second = planted(tmp_path, out="b")
+    strip = [(e.kind, e.copy_of, e.variant, e.given_label, Path(e.path).name) for e in first.entries]
+    assert strip == [(e.kind, e.copy_of, e.variant, e.given_label, Path(e.path).name) for e in second.entries]
+    assert [Path(e.path).read_bytes() for e in first.entries if e.kind != "clean" and e.path.startswith("/")] == \
+        [Path(e.path).read_bytes() for e in second.entries if e.kind != "clean" and e.path.startswith("/")]
+    write_noisy_set(first, tmp_path / "a")
+    again = read_ground_truth(tmp_path / "a")
+    assert again.entries == first.entries
+    lines = (tmp_path / "a" / "train.lst").read_text("utf-8").splitlines()
+    assert lines[-1].startswith(str((tmp_path / "a" / "planted").resolve()))
+
+
+def test_without_planting_the_files_are_as_before(tmp_path):
+    noisy = small()
+    write_noisy_set(noisy, tmp_path)
+    text = (tmp_path / "ground_truth.jsonl").read_text("utf-8")
+    assert "copy_of" not in text and "variant" not in text
+    summary = json.loads((tmp_path / "summary.json").read_text("utf-8"))
+    assert set(summary["counts"]) == {"clean", "closed", "open", "split"}
+    assert set(summary["params"]) == {"closed", "open", "split", "seed", "min_split_images"}
+
+
+def test_cli_plants_copies_and_junk(tmp_path, capsys):
+    root = tmp_path / "images"
+    real_folder(root, SIZES)
+    argv = ["--root", str(root), "--closed", "0.1", "--open", "0", "--split", "0", "--copies", "4",
+            "--cross-copies", "0.5", "--junk", "0.05", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["counts"]["copy"] == 4 and printed["counts"]["junk"] == 2
+    assert printed["params"]["copies"] == 4

@@ -177,6 +177,49 @@ def test_near_duplicate_reject_keeps_both(world, user):
     assert {reload(flag.face).status, reload(other).status} == {Face.Status.ACTIVE}
 
 
+def copy_flag(world, other_identity, remove, suggestion=Flag.Suggestion.REMOVE):
+    """A near-duplicate as ml.mining.copies writes it: face = the copy to keep by default."""
+    other = FaceFactory(identity=other_identity)
+    return face_flag(world, kind=Flag.Kind.NEAR_DUPLICATE, other_face=other, suggestion=suggestion,
+                     evidence={"exact": False, "pixel_distance": 0.4, "same_identity": other_identity == world.alice,
+                               "remove": remove}), other
+
+
+def test_a_copy_across_identities_with_no_named_copy_removes_nothing_by_default(world, user):
+    flag, other = copy_flag(world, world.bob, None, suggestion=Flag.Suggestion.KEEP)
+    flag_decide(flag_id=flag.pk, action="confirm", user=user)  # "Keep both"
+    assert {reload(flag.face).status, reload(other).status} == {Face.Status.ACTIVE}
+    assert reload(flag).state == Flag.State.CONFIRMED
+
+
+def test_remove_without_a_chosen_copy_is_refused_when_the_evidence_names_none(world, user):
+    flag, other = copy_flag(world, world.bob, None, suggestion=Flag.Suggestion.KEEP)
+    with pytest.raises(ValueError, match="choose which copy"):
+        flag_decide(flag_id=flag.pk, action="remove", user=user)
+    assert {reload(flag.face).status, reload(other).status} == {Face.Status.ACTIVE}
+    assert reload(flag).state == Flag.State.OPEN
+
+
+@pytest.mark.parametrize("chosen", ["face", "other"])
+def test_the_reviewer_may_remove_either_copy(world, user, chosen):
+    flag, other = copy_flag(world, world.bob, "other_index")
+    target = flag.face if chosen == "face" else other
+    decision = flag_decide(flag_id=flag.pk, action="remove", user=user, remove_face_id=target.pk)
+    assert decision.face_id == target.pk and reload(target).status == Face.Status.REMOVED
+    kept = other if chosen == "face" else flag.face
+    assert reload(kept).status == Face.Status.ACTIVE
+    # Removing the copy the evidence named is the suggestion; the other one is an override.
+    assert reload(flag).state == (Flag.State.CONFIRMED if chosen == "other" else Flag.State.OVERRIDDEN)
+
+
+def test_a_chosen_copy_must_be_one_of_the_pair(world, user):
+    flag, _ = copy_flag(world, world.bob, "other_index")
+    stranger = FaceFactory(identity=world.alice)
+    with pytest.raises(ValueError, match="one of the two copies"):
+        flag_decide(flag_id=flag.pk, action="remove", user=user, remove_face_id=stranger.pk)
+    assert reload(stranger).status == Face.Status.ACTIVE
+
+
 # -- duplicate identities -------------------------------------------------------------------------
 
 def test_duplicate_identity_confirm_merges_into_identity_b_by_default(world, user):

@@ -262,7 +262,8 @@ def test_publish_drops_questions_the_reviewers_already_answered(people):
     second = _mining_round(dataset, number=2)
     published = round_publish(round_id=second.pk, worker="w", index_to_face=snapshot.face_ids,
                               class_to_identity=snapshot.identity_ids, candidates=[
-                                  Candidate("noisy", 1, index=index[x.pk], suggestion="remove"),  # answered
+                                  # x was removed (answering its flag): no flag on it at all now
+                                  Candidate("noisy", 1, index=index[x.pk], suggestion="remove"),
                                   Candidate("noisy", 1, index=index[x.pk], suggestion="keep"),
                                   Candidate("noisy", 1, index=index[y.pk], suggestion="relabel",
                                             target_label=label[ids["b"].pk]),  # still open: asked again
@@ -275,15 +276,15 @@ def test_publish_drops_questions_the_reviewers_already_answered(people):
                                             other_label=label[ids["a"].pk], suggestion="merge"),  # rejected
                               ])
 
-    assert published == 5
+    assert published == 4
     kept = {question_key(f) for f in Flag.objects.filter(round=second)}
-    assert ("face", "noisy", "remove", x.pk, None) not in kept
+    assert not any(key[3] == x.pk for key in kept if key[0] == "face")
     assert ("face", "low_norm", "remove", z.pk, None) not in kept
     assert ("face", "noisy", "remove", v.pk, None) in kept
     assert ("face", "noisy", "relabel", y.pk, ids["b"].pk) in kept
     assert not any(key[0] == "identities" for key in kept)
     second.refresh_from_db()
-    assert second.progress["already_decided"] == 3
+    assert second.progress["already_decided"] == 2 and second.summary["dropped"]["face_removed"] == 2
 
 
 # -- whole rounds, in this process ----------------------------------------------------------------
@@ -403,3 +404,39 @@ def test_command_refuses_bad_config_and_reports_a_failed_round(transactional_db,
     with pytest.raises(CommandError, match="failed") as info:
         call_command("run_round", dataset=name, method="arcface", wait=True, stdout=io.StringIO())
     assert info.value.returncode == 1
+
+
+def test_a_round_flags_an_image_copied_under_another_identity(transactional_db, settings, tmp_path):
+    # Near duplicates come from the images' fingerprints, computed once into the run folder.
+    settings.RUNS_ROOT = tmp_path / "runs"
+    root = tmp_path / "copies"
+    rng = np.random.default_rng(1)
+    for name in ("ann", "bob"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            color = (40 * i, 90, 200 if name == "ann" else 20)
+            (root / name / f"{i}.jpg").write_bytes(jpeg_bytes(size=(64, 64), color=color))
+    (root / "ann" / "0.jpg").write_bytes(_textured_jpeg(rng))
+    shutil.copyfile(root / "ann" / "0.jpg", root / "bob" / "copy.jpg")
+    dataset_import(path=root, name="copies", fmt="folder")
+    faces = list(Face.objects.order_by("pk").values_list("pk", "path"))
+    emb = tmp_path / "emb.npy"
+    np.save(emb, rng.normal(size=(len(faces), 16)).astype(np.float32))
+    round_ = round_start(dataset=Dataset.objects.get(name="copies"), method="embeddings",
+                         config={"embeddings": str(emb)}, enqueue=False)
+
+    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+
+    flag = Flag.objects.get(round=round_, kind="near_duplicate")
+    pair = {Face.objects.get(pk=flag.face_id).path, Face.objects.get(pk=flag.other_face_id).path}
+    assert pair == {"ann/0.jpg", "bob/copy.jpg"}
+    assert flag.evidence["exact"] and not flag.evidence["same_identity"]
+    assert (tasks_rounds.run_dir_of(round_.pk) / tasks_rounds.FINGERPRINTS_FILE).is_file()
+
+
+def _textured_jpeg(rng) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()

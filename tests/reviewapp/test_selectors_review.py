@@ -156,7 +156,7 @@ def test_evidence_in_words_for_each_kind(world, user):
                        evidence={"cosine": 0.612, "size": 40, "other_size": 12})
     other = FaceFactory(identity=world.bob)
     near = flag(world, 0.99, kind=Flag.Kind.NEAR_DUPLICATE, other_face=other,
-                evidence={"cosine": 0.99912, "same_identity": False})
+                evidence={"exact": False, "pixel_distance": 0.8, "same_identity": False, "remove": None})
     cards = {c.flag.pk: c for c in sel.cards_for_flags(flag_ids=[noisy.pk, low.pk, pair.pk, near.pk],
                                                        dataset_id=world.dataset.pk)}
     assert cards[noisy.pk].evidence_lines == [
@@ -166,7 +166,10 @@ def test_evidence_in_words_for_each_kind(world, user):
                                             "Lowest 2.3% of norms: blurred or not a face"]
     assert cards[pair.pk].evidence_lines == ["Centre cosine 0.612", "40 and 12 faces"]
     assert cards[pair.pk].is_pair and cards[pair.pk].current == world.alice and cards[pair.pk].suggested == world.bob
-    assert cards[near.pk].evidence_lines == ["Cosine 0.9991 between the two images", "Under two different identities"]
+    assert cards[near.pk].evidence_lines == ["Pixels differ by 0.8/255 on average: practically the same pixels",
+                                             "Filed under alice and under bob: which label is right?",
+                                             "Nothing is removed unless you choose a copy"]
+    assert cards[near.pk].removal_face is None
     assert cards[near.pk].faces_shown == [near.face, other]
 
 

@@ -370,3 +370,59 @@ def test_decided_cards_offer_undo_of_my_own_decision_and_reload_small(client, us
     reopened = client.get(f"/flags/{mine.pk}/?size=card", **HTMX).content.decode()
     assert 'name="action" value="confirm"' in reopened
     assert Face.objects.get(pk=mine.face_id).identity_id == world.alice.pk
+
+
+# -- near duplicates ------------------------------------------------------------------------------
+
+def copy_pair(world, other_identity, remove, suggestion=Flag.Suggestion.REMOVE):
+    face, other = real_face(world, world.alice), real_face(world, other_identity)
+    flag = FlagFactory(round=world.round, face=face, other_face=other, kind=Flag.Kind.NEAR_DUPLICATE, score=0.99,
+                       suggestion=suggestion,
+                       evidence={"exact": False, "pixel_distance": 0.42, "hamming": 2, "remove": remove,
+                                 "same_identity": other_identity == world.alice,
+                                 "thresholds": {"pixel_distance": {"value": 2.0}}})
+    return flag, face, other
+
+
+def test_a_copy_across_identities_shows_both_faces_and_keeps_both_by_default(client, user, world):
+    flag, face, other = copy_pair(world, world.bob, None, suggestion=Flag.Suggestion.KEEP)
+    client.force_login(user)
+    html = client.get(queue_url(world, "near_duplicate")).content.decode()
+    assert f"/faces/{face.pk}/thumbnail" in html and f"/faces/{other.pk}/thumbnail" in html
+    assert "Pixels differ by 0.4/255" in html and "which label is right?" in html
+    assert "Keep <kbd>c</kbd>" in html and "alice" in html and "&lt;script&gt;" in html
+    card = re.search(r'<article class="face-card.*?</article>', html, re.S).group(0)
+    assert card.count('name="remove_face"') == 2 and 'value="remove"' not in card
+
+    client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, **HTMX)
+    assert set(Face.objects.filter(pk__in=[face.pk, other.pk]).values_list("status", flat=True)) == {"active"}
+
+
+def test_the_reviewer_picks_which_copy_to_remove(client, user, world):
+    flag, face, other = copy_pair(world, world.bob, "other_index")
+    client.force_login(user)
+    html = client.get(f"/flags/{flag.pk}/").content.decode()
+    assert "Suggested: remove the copy under &lt;script&gt;" in html
+    response = client.post(f"/flags/{flag.pk}/decide", {"remove_face": face.pk}, **HTMX)
+    assert response.status_code == 200
+    assert Face.objects.get(pk=face.pk).status == "removed" and Face.objects.get(pk=other.pk).status == "active"
+    assert Flag.objects.get(pk=flag.pk).state == Flag.State.OVERRIDDEN
+
+
+def test_remove_duplicate_of_one_identity_removes_the_named_copy(client, user, world):
+    flag, face, other = copy_pair(world, world.alice, "other_index")
+    client.force_login(user)
+    html = client.get(queue_url(world, "near_duplicate")).content.decode()
+    assert "Remove duplicate <kbd>c</kbd>" in html and "one copy is enough" in html
+    client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, **HTMX)
+    assert Face.objects.get(pk=other.pk).status == "removed" and Face.objects.get(pk=face.pk).status == "active"
+
+
+def test_a_copy_of_another_dataset_cannot_be_removed_through_the_pair(client, user, world):
+    flag, face, other = copy_pair(world, world.bob, None, suggestion=Flag.Suggestion.KEEP)
+    stranger = FaceFactory()
+    client.force_login(user)
+    html = client.post(f"/flags/{flag.pk}/decide", {"remove_face": stranger.pk}, **HTMX).content.decode()
+    assert "one of the two copies" in html
+    assert Face.objects.get(pk=stranger.pk).status == "active"
+    assert Flag.objects.get(pk=flag.pk).state == Flag.State.OPEN

@@ -1,0 +1,199 @@
+"""Cross-fitted judging: no face is judged by a model that trained on its label.
+
+Why: a network fits clean faces first and memorises noisy labels later (Arpit et al. 2017). A
+face whose wrong label has been memorised sits next to that label, so the margin that should
+expose it is gone. Measured here: ArcFace from scratch on noisy LFW-158 gave a margin ROC-AUC of
+0.975 after 12 epochs and 0.45 after 20; on an unseen ~10K-face set, 20 epochs, 0.49 (chance).
+An early snapshot only delays this, and where "early" lies depends on the set, the head and the
+epoch count, which is exactly what a default cannot know.
+
+What: the faces are dealt into k folds, stratified by identity. Model f trains on every fold but
+f (all identities are still classes); it then embeds every face, and the faces of fold f, whose
+labels it never saw, are the ones it judges (cleanlab's cross-validated probabilities, with
+embeddings instead of probabilities). Mining runs once per fold's model: centres, reference faces
+and the neighbour graph come from every face in that model's space, the flags and the thresholds
+from the held-out faces only, so the calibration sees honest margins. Each face is judged exactly
+once. With k = 2 the compute equals one training on all faces (two models, half the faces each);
+the price is that each model learns from half the faces.
+
+Run folder: <run_dir>/fold-<f>/ holds fold f's training run (checkpoints, resumable) and its
+embeddings/ (ml.embed, resumable); folds.npy the assignment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from torch.utils.data import Dataset
+
+FOLDS_FILE = "folds.npy"
+EMBEDDINGS_DIR = "embeddings"
+
+
+def fold_dir(run_dir: Path, fold: int) -> Path:
+    return Path(run_dir) / f"fold-{fold}"
+
+
+def assign_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold per face (-1 for unlabelled ones): each identity's faces, shuffled, dealt round-robin
+    from a random start, so every identity with >= k faces has faces in every fold and fold
+    sizes differ by at most one face per identity."""
+    if folds < 2:
+        raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    out = np.full(len(labels), -1, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    order = order[labels[order] >= 0]
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) == 0:
+            continue
+        members = rng.permutation(members)
+        out[members] = (np.arange(len(members)) + rng.integers(folds)) % folds
+    return out
+
+
+def load_or_assign_folds(run_dir: Path, labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The assignment saved in the run folder (a resumed round must keep it), else a new one."""
+    path = Path(run_dir) / FOLDS_FILE
+    if path.exists():
+        saved = np.load(path)
+        if len(saved) == len(labels) and int(saved.max(initial=-1)) < folds:
+            return saved
+    assignment = assign_folds(labels, folds, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, assignment)
+    tmp.replace(path)
+    return assignment
+
+
+class FoldView(Dataset):
+    """The faces at `positions` of a dataset; items keep their dataset index (and label)."""
+
+    def __init__(self, dataset: Dataset, positions: np.ndarray):
+        self.dataset, self.positions = dataset, np.asarray(positions, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, position: int):
+        return self.dataset[int(self.positions[position])]
+
+
+def fold_training_data(dataset: Dataset, labels: np.ndarray, assignment: np.ndarray, fold: int, num_classes: int):
+    """Fold `fold`'s model trains on every other fold's faces, over all classes."""
+    from ml.train.trainer import TrainingData
+
+    positions = np.flatnonzero((assignment >= 0) & (assignment != fold))
+    return TrainingData(FoldView(dataset, positions), np.asarray(labels)[positions], positions, len(labels),
+                        num_classes, getattr(dataset, "class_names", None))
+
+
+@dataclass
+class FoldOutputs:
+    """One fold model's view of every face, and which faces it may judge."""
+
+    fold: int
+    embeddings: np.ndarray   # (n, D) every face, in this model's space
+    norms: np.ndarray        # (n,)
+    readable: np.ndarray     # (n,) bool
+    judged: np.ndarray       # (n,) bool: the faces this model never trained on
+
+
+ProgressFn = Callable[[str, int, dict], None]  # (stage "train"|"extract", fold, record)
+
+
+def train_folds(config, dataset: Dataset, labels: np.ndarray, run_dir: Path, *, folds: int | None = None,
+                num_classes: int | None = None, progress: ProgressFn | None = None) -> np.ndarray:
+    """Train one model per fold (config.folds unless given), each resuming from its checkpoints.
+    Returns the assignment."""
+    from ml.train.trainer import train
+
+    labels = np.asarray(labels, dtype=np.int64)
+    num_classes = int(num_classes if num_classes is not None else labels.max() + 1)
+    folds = int(config.folds if folds is None else folds)
+    assignment = load_or_assign_folds(run_dir, labels, folds, config.seed)
+    # The trainer's statistics pass scores the faces a model trained on: the very judgement
+    # this module avoids. Skip it; the held-out embeddings below are what mining reads.
+    config = dataclasses.replace(config, stats_pass=False)
+    for fold in range(folds):
+        data = fold_training_data(dataset, labels, assignment, fold, num_classes)
+        if len(data.labels) % config.batch_size == 1:  # a last batch of one face breaks batch norm
+            config = dataclasses.replace(config, drop_last=True)
+        report = None if progress is None else (lambda record, f=fold: progress("train", f, record))
+        result = train(dataclasses.replace(config, seed=config.seed + fold), fold_dir(run_dir, fold), dataset=data,
+                       progress=report, resume=True)
+        if result.interrupted:
+            raise RuntimeError(f"fold {fold}'s training stopped before its end (stop_at_step?)")
+    return assignment
+
+
+def embed_folds(config, dataset: Dataset, run_dir: Path, assignment: np.ndarray, *, device="cpu",
+                progress: ProgressFn | None = None) -> list[FoldOutputs]:
+    """Every fold model embeds every face (resumable), with flips as ml.embed does."""
+    from ml.embed import extract_embeddings
+    from ml.train.trainer import load_trained_network
+
+    outputs = []
+    for fold in range(int(assignment.max(initial=-1)) + 1):
+        backbone, _, _ = load_trained_network(fold_dir(run_dir, fold), device=device)
+        report = None if progress is None else (
+            lambda done, total, f=fold: progress("extract", f, {"step": done, "total": total}))
+        result = extract_embeddings(backbone, dataset, fold_dir(run_dir, fold) / EMBEDDINGS_DIR,
+                                    batch_size=config.stats_batch_size, flip=True, num_workers=config.num_workers,
+                                    resume=True, progress=report)
+        outputs.append(load_fold_outputs(run_dir, fold, assignment, result.count))
+    return outputs
+
+
+def load_fold_outputs(run_dir: Path, fold: int, assignment: np.ndarray, count: int) -> FoldOutputs:
+    from ml.embed import EMBEDDINGS_FILE, NORMS_FILE, UNREADABLE_FILE
+
+    folder = fold_dir(run_dir, fold) / EMBEDDINGS_DIR
+    readable = np.ones(count, dtype=bool)
+    readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
+    return FoldOutputs(fold, np.load(folder / EMBEDDINGS_FILE, mmap_mode="r"), np.load(folder / NORMS_FILE),
+                       readable, assignment == fold)
+
+
+def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active: np.ndarray | None = None,
+                      config=None, fingerprints=None) -> list:
+    """Flags from every fold model, each judging only its held-out faces (see the module doc).
+
+    Per-face flags (noisy, hard, low norm) come from the one model that never saw the face.
+    A duplicate-identity pair may be found in several folds' spaces: it is kept once, with the
+    best score. Each fold's duplicate bound lets through 1/k of the configured expected false
+    pairs, so the union keeps the configured total. Copies (near duplicates) are an image
+    question, asked once."""
+    from ml.mining import MiningConfig, mine
+    from ml.mining.candidate import DUPLICATE_IDENTITY, KINDS, NEAR_DUPLICATE
+
+    config = config or MiningConfig()
+    per_fold = dataclasses.replace(config, duplicate_expected_false=config.duplicate_expected_false / len(outputs),
+                                   kinds=tuple(k for k in config.kinds if k != NEAR_DUPLICATE))
+    flags, pairs = [], {}
+    for out in outputs:
+        usable = out.readable if active is None else (out.readable & np.asarray(active, dtype=bool))
+        for flag in mine(embeddings=out.embeddings, labels=labels, norms=out.norms, active=usable,
+                         judged=out.judged, config=per_fold):
+            if flag.kind == DUPLICATE_IDENTITY:
+                key = (min(flag.label, flag.other_label), max(flag.label, flag.other_label))
+                if key not in pairs or flag.score > pairs[key].score:
+                    pairs[key] = flag
+                continue
+            flag.evidence["judged_by"] = f"fold {out.fold} model (never trained on this face)"
+            flags.append(flag)
+    flags += pairs.values()
+    if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
+        from ml.mining.copies import mine_copies
+
+        flags += mine_copies(fingerprints, labels, embeddings=outputs[0].embeddings, active=active)
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    flags.sort(key=lambda f: (order[f.kind], -f.score))
+    return flags
