@@ -372,8 +372,11 @@ def cleanlab_baseline(embeddings: np.ndarray, truth: Truth, seed: int) -> dict:
 def pretrained_embeddings(paths: Sequence[str], cache: Path):
     from ml.pretrained import pretrained_embeddings as extract
 
+    from ml.pretrained import ALIGNMENT_FILE
+
     out = cache / f"pretrained-{_key(sorted(paths), len(paths))}"
-    return extract(list(paths), out, num_workers=2)
+    embeddings, norms, readable = extract(list(paths), out, num_workers=2)
+    return embeddings, norms, readable, np.load(out / ALIGNMENT_FILE) == 1
 
 
 # -- one benchmark --------------------------------------------------------------------------------
@@ -453,9 +456,9 @@ def run_benchmark(bench: Benchmark, args, work: Path) -> dict:
                             "flagged": len(shown), "planted": planted}
 
     if not args.no_pretrained:
-        embeddings, norms, readable = pretrained_embeddings(paths, cache_dir)
+        embeddings, norms, readable, face_found = pretrained_embeddings(paths, cache_dir)
         flags_p = mine(embeddings=embeddings, labels=truth.labels, norms=norms, active=readable,
-                       fingerprints=fingerprints, config=MiningConfig())
+                       fingerprints=fingerprints, face_found=face_found, config=MiningConfig())
         result["pretrained"] = score_flags(flags_p, truth)
         result["baselines"] = {"cleanlab": cleanlab_baseline(embeddings, truth, bench.seed)}
     if not args.no_baselines:

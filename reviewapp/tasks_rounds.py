@@ -185,6 +185,7 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
         status = to_status
 
     folds = None  # a training round's per-fold outputs
+    face_found = None  # per face, whether the extractor's face detector found one
     if round_.method == Round.Method.EMBEDDINGS:
         embeddings, norms, stats, readable = _user_embeddings(round_, faces, run_dir, heartbeat)
     elif round_.method == Round.Method.PRETRAINED:  # no training: the first stage is extracting
@@ -193,6 +194,7 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
             advance(Round.Status.MINING)
         embeddings, norms, readable = _extracted(run_dir / "embeddings", len(faces))
         stats = None
+        face_found = _faces_found(run_dir / "embeddings", len(faces))
     else:
         config = _loader_workers_allowed(round_train_config(round_.method, round_.config))
         data = round_face_dataset(faces, dataset_id=round_.dataset_id,
@@ -215,13 +217,15 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
     fingerprints = _round_fingerprints(round_, faces, run_dir, heartbeat, mining_config.kinds)
     if folds is None:
         candidates = mine(embeddings=embeddings, labels=faces.labels, stats=stats, norms=norms, active=readable,
-                          config=mining_config, fingerprints=fingerprints)
+                          config=mining_config, fingerprints=fingerprints, face_found=face_found)
     else:
         candidates = mine_cross_fitted(folds, faces.labels, active=readable, config=mining_config,
                                        fingerprints=fingerprints)
     heartbeat.update(percent=100.0, mining_s=round(time.monotonic() - started, 2))
     heartbeat.check()
-    summary = _chart_summary(faces, embeddings, norms, stats, readable, candidates, mining_config)
+    # A cross-fitted round charts the first fold model's held-out faces: an honest sample.
+    charted = readable if folds is None else readable & folds[0].judged
+    summary = _chart_summary(faces, embeddings, norms, stats, charted, candidates, mining_config)
     published = round_publish(round_id=round_.pk, worker=worker, candidates=candidates,
                               index_to_face=faces.face_ids, class_to_identity=faces.identity_ids,
                               progress=heartbeat.progress, summary=summary)
@@ -353,6 +357,17 @@ def _extracted(folder: Path, count: int):
     readable = np.ones(count, dtype=bool)
     readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
     return embeddings, norms, readable
+
+
+def _faces_found(folder: Path, count: int) -> np.ndarray | None:
+    """The pretrained extractor's per-face record of whether its detector found a face."""
+    from ml.pretrained import ALIGNMENT_FILE
+
+    path = folder / ALIGNMENT_FILE
+    if not path.exists():
+        return None
+    alignment = np.load(path)
+    return alignment == 1 if len(alignment) == count else None
 
 
 FINGERPRINTS_FILE = "fingerprints.npz"

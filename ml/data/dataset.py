@@ -74,8 +74,14 @@ class FaceDataset(Dataset):
         record_file: str | os.PathLike | None = None,
         transform: Callable[[Image.Image], torch.Tensor] | None = None,
         class_names: Sequence[str] | None = None,
+        sources: Sequence[int] | np.ndarray | None = None,
     ):
         self.samples = list(samples)
+        # Per sample, the source (0..S-1) it came from, when a dataset joins several: the trainer
+        # then gives each source its own classification head (ml/train/multihead.py).
+        self.sources = None if sources is None else np.asarray(sources, dtype=np.int64)
+        if self.sources is not None and len(self.sources) != len(self.samples):
+            raise ValueError(f"{len(self.sources)} sources for {len(self.samples)} samples")
         self.root = os.fspath(root) if root is not None else None
         self.record_file = os.fspath(record_file) if record_file is not None else None
         # Without a transform, images are only converted to [-1, 1] tensors at their own size.

@@ -140,6 +140,8 @@ class TrainingSubset(Dataset):
         self.selection = selection
         self.indices = selection.indices
         self.labels = selection.train_labels
+        sources = getattr(dataset, "sources", None)
+        self.sources = None if sources is None else np.asarray(sources)[self.indices]
 
     def __len__(self) -> int:
         return len(self.indices)

@@ -54,6 +54,7 @@ class ImageFingerprints:
     height: np.ndarray     # (N,) int32
     nbytes: np.ndarray     # (N,) int64, size of the raw bytes
     readable: np.ndarray   # (N,) bool
+    sharpness: np.ndarray  # (N,) float32, detail left in the image (see image_sharpness)
 
     def __len__(self) -> int:
         return len(self.readable)
@@ -62,7 +63,8 @@ class ImageFingerprints:
     def empty(cls, count: int) -> "ImageFingerprints":
         return cls(np.zeros((count, 32), np.uint8), np.zeros(count, np.uint64),
                    np.zeros((count, THUMB_SIZE, THUMB_SIZE), np.uint8), np.zeros(count, np.int32),
-                   np.zeros(count, np.int32), np.zeros(count, np.int64), np.zeros(count, bool))
+                   np.zeros(count, np.int32), np.zeros(count, np.int64), np.zeros(count, bool),
+                   np.zeros(count, np.float32))
 
     def subset(self, rows: np.ndarray) -> "ImageFingerprints":
         """The fingerprints of `rows`, re-indexed 0..len(rows)-1 (a later round's smaller set)."""
@@ -81,7 +83,7 @@ class ImageFingerprints:
             return cls(**{name: data[name] for name in _FIELDS})
 
 
-_FIELDS = ("sha256", "phash", "thumbs", "width", "height", "nbytes", "readable")
+_FIELDS = ("sha256", "phash", "thumbs", "width", "height", "nbytes", "readable", "sharpness")
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -104,8 +106,22 @@ def phash_of(gray32: np.ndarray) -> np.uint64:
     return np.bitwise_or.reduce(_BIT_WEIGHTS[bits]) if bits.any() else np.uint64(0)
 
 
+SHARPNESS_SIDE = 64
+
+
+def image_sharpness(gray: np.ndarray) -> float:
+    """Standard deviation of the 4-neighbour Laplacian of a SHARPNESS_SIDE-square grayscale
+    (0-255): the fine detail an image holds at a fixed scale, whatever its size. Measured on LFW
+    faces: 21 at the 0.5th percentile, 36 at the median; a blank image 2, heavy blur or a tiny
+    crop blown up 1.3-1.6, a synthetic pattern 11. Low values are junk or unrecognisable blur
+    (ml.mining.quality)."""
+    lap = 4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2] - gray[1:-1, 2:]
+    return float(lap.std())
+
+
 def _decode_gray(data: bytes):
-    """(32x32 float grayscale, width, height) of an image's bytes; raises when unreadable."""
+    """(32x32 float grayscale, width, height, sharpness) of an image's bytes; raises when
+    unreadable."""
     from PIL import Image, ImageOps
 
     with Image.open(io.BytesIO(data)) as image:
@@ -118,8 +134,11 @@ def _decode_gray(data: bytes):
             width, height = height, width
         # BILINEAR in Pillow widens its support when shrinking (antialiased): a resized copy
         # lands within 0.5/255 of its original, where BOX at non-integer ratios differed by 2.5.
-        gray = image.convert("L").resize((HASH_SIZE, HASH_SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(gray, dtype=np.float64), width, height
+        luminance = image.convert("L")
+        gray = luminance.resize((HASH_SIZE, HASH_SIZE), Image.Resampling.BILINEAR)
+        detail = luminance.resize((SHARPNESS_SIDE, SHARPNESS_SIDE), Image.Resampling.BILINEAR)
+        return (np.asarray(gray, dtype=np.float64), width, height,
+                image_sharpness(np.asarray(detail, dtype=np.float64)))
 
 
 def _swaps_sides(image, width: int, height: int) -> bool:
@@ -128,12 +147,13 @@ def _swaps_sides(image, width: int, height: int) -> bool:
 
 
 def fingerprint_one(data: bytes):
-    """(sha256 bytes, phash, thumbnail, width, height) of one image; raises when unreadable."""
+    """(sha256 bytes, phash, thumbnail, width, height, sharpness) of one image; raises when
+    unreadable."""
     digest = hashlib.sha256(data).digest()
-    gray, width, height = _decode_gray(data)
+    gray, width, height, sharpness = _decode_gray(data)
     factor = HASH_SIZE // THUMB_SIZE
     thumb = gray.reshape(THUMB_SIZE, factor, THUMB_SIZE, factor).mean(axis=(1, 3))
-    return digest, phash_of(gray), np.rint(thumb).astype(np.uint8), width, height
+    return digest, phash_of(gray), np.rint(thumb).astype(np.uint8), width, height, sharpness
 
 
 def fingerprint_images(read_bytes: Callable[[int], bytes], count: int, *,
@@ -148,13 +168,14 @@ def fingerprint_images(read_bytes: Callable[[int], bytes], count: int, *,
         try:
             data = read_bytes(i)
             out.nbytes[i] = len(data)
-            digest, bits, thumb, width, height = fingerprint_one(data)
+            digest, bits, thumb, width, height, sharpness = fingerprint_one(data)
         except Exception:  # decoders of untrusted bytes raise many exception types
             pass
         else:
             out.sha256[i] = np.frombuffer(digest, dtype=np.uint8)
             out.phash[i], out.thumbs[i] = bits, thumb
             out.width[i], out.height[i], out.readable[i] = width, height, True
+            out.sharpness[i] = sharpness
         if progress is not None and ((i + 1) % progress_every == 0 or i + 1 == count):
             progress(i + 1, count)
     return out

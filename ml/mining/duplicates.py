@@ -19,6 +19,9 @@ Near-duplicate images are not found here: a copy is decided on its pixels (ml.mi
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 
 from ml.mining import calibrate
@@ -96,23 +99,60 @@ def best_per_identity(a: np.ndarray, b: np.ndarray, score: np.ndarray, count: in
     return best
 
 
-def find_duplicate_identities(identities: Identities, neighbours: FaceNeighbours | None, labels: np.ndarray,
-                              own_mean: np.ndarray, config: MiningConfig):
-    """((a, b, score, cosine) arrays over class ids with a < b, threshold, search description)."""
-    empty = np.empty(0, dtype=np.int64)
-    if int((identities.sizes > 0).sum()) < 2:
-        return (empty, empty, np.empty(0), np.empty(0)), calibrate.duplicate_score(
-            [], config.duplicate_score, config.duplicate_expected_false, 0), "none"
-    a, b, search = candidate_identity_pairs(identities, neighbours, labels, config)
-    cos = centre_cosines(identities.centres, a, b, config.batch_size).astype(np.float64)
-    score = cross_margins(identities, own_mean, a, b, cos)
-    best = best_per_identity(a, b, score, identities.count)
+def select_pairs(a: np.ndarray, b: np.ndarray, score: np.ndarray, cos: np.ndarray, count: int,
+                 config: MiningConfig):
+    """((a, b, score, cosine) of the accepted pairs, threshold): mutual best candidates whose score
+    clears the bound calibrated on every identity's best score."""
+    best = best_per_identity(a, b, score, count)
     has = best >= 0
     mutual = (best[a] >= 0) & (best[a] == best[b]) & (best[a] == np.arange(len(a)))
     threshold = calibrate.duplicate_score(score[best[has]], config.duplicate_score, config.duplicate_expected_false,
                                           int(mutual.sum()))
     keep = mutual & (score >= threshold.value)
-    return (a[keep], b[keep], score[keep], cos[keep]), threshold, search
+    return (a[keep], b[keep], score[keep], cos[keep]), threshold
+
+
+def _no_pairs(config: MiningConfig):
+    empty = np.empty(0, dtype=np.int64)
+    return (empty, empty, np.empty(0), np.empty(0)), calibrate.duplicate_score(
+        [], config.duplicate_score, config.duplicate_expected_false, 0), "none"
+
+
+@dataclass
+class DuplicateView:
+    """One model's view of the identities for pooling (cross-fitted rounds): its centres and
+    neighbour graph, and per identity the mean leave-one-out own cosine of the faces it judges."""
+
+    identities: Identities
+    neighbours: FaceNeighbours | None
+    own_mean: np.ndarray
+
+
+def pooled_duplicate_identities(views: list[DuplicateView], labels: np.ndarray, config: MiningConfig):
+    """(flags, set of (a, b) pairs) from several models' views of the same identities: candidate
+    pairs from every view, each pair's cross margin averaged over the views, then one selection
+    (mutual best, calibrated bound) on the averages. Each view judges only the faces its model
+    never trained on, so each margin is honest but noisy (fewer faces); averaging the views
+    steadies it, where a union of per-view decisions would add up their false pairs."""
+    count = max(v.identities.count for v in views)
+    if int((views[0].identities.sizes > 0).sum()) < 2:
+        return [], set()
+    found = [candidate_identity_pairs(v.identities, v.neighbours, labels, config) for v in views]
+    a, b = unique_pairs(np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]), count)
+    scores, cosines = [], []
+    for view in views:
+        cos = centre_cosines(view.identities.centres, a, b, config.batch_size).astype(np.float64)
+        scores.append(cross_margins(view.identities, view.own_mean, a, b, cos))
+        cosines.append(cos)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a pair no view can score: NaN, never accepted
+        score = np.nanmean(np.vstack(scores), axis=0)
+        own_mean = np.nanmean(np.vstack([v.own_mean for v in views]), axis=0)
+    cos = np.mean(np.vstack(cosines), axis=0)
+    pairs, threshold = select_pairs(a, b, score, cos, count, config)
+    search = found[0][2] + (f"; cross margins averaged over {len(views)} cross-fitted models" if len(views) > 1 else "")
+    flags = duplicate_identity_flags(pairs, threshold, search, views[0].identities, own_mean)
+    return flags, set(zip(pairs[0].tolist(), pairs[1].tolist()))
 
 
 def duplicate_identity_flags(pairs, threshold, search: str, identities: Identities,
@@ -138,13 +178,3 @@ def duplicate_identity_flags(pairs, threshold, search: str, identities: Identiti
         flags.append(FlagCandidate(DUPLICATE_IDENTITY, max(0.0, (score - centre) / spread), None, None, int(a),
                                    int(b), "merge", int(survivor), evidence))
     return flags
-
-
-def mine_duplicate_identities(identities: Identities, neighbours: FaceNeighbours | None, labels: np.ndarray,
-                              own_cos: np.ndarray, rows: np.ndarray, config: MiningConfig):
-    """(flags, set of (a, b) class-id pairs with a < b). own_cos: per row, the face's
-    leave-one-out cosine to its own centre (prototypes.own_centre_cosine)."""
-    own_mean = mean_own_cosine(own_cos, labels, rows, identities.count)
-    pairs, threshold, search = find_duplicate_identities(identities, neighbours, labels, own_mean, config)
-    flags = duplicate_identity_flags(pairs, threshold, search, identities, own_mean)
-    return flags, set(zip(pairs[0].tolist(), pairs[1].tolist()))

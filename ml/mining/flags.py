@@ -9,6 +9,7 @@ explain) -> noisy and hard -> low norm -> near duplicates.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -20,14 +21,15 @@ from ml.mining.candidate import (  # noqa: F401 (FlagCandidate re-exported: part
 from ml.mining.config import MiningConfig
 from ml.mining.geometry import centred_unit_embeddings
 from ml.mining.copies import ImageFingerprints, mine_copies
-from ml.mining.duplicates import mine_duplicate_identities
-from ml.mining.neighbours import face_neighbours
+from ml.mining.duplicates import DuplicateView, mean_own_cosine, pooled_duplicate_identities
+from ml.mining.neighbours import FaceNeighbours, face_neighbours
 from ml.mining.noisy import face_angles, mine_noisy
-from ml.mining.prototypes import build_identities, own_centre_cosine
+from ml.mining.prototypes import Identities, build_identities, own_centre_cosine
 from ml.mining.quality import mine_low_norm
 from ml.mining.search import row_norms
 
-__all__ = ["FlagCandidate", "MiningConfig", "eligible_rows", "face_margins", "mine", "read_flags", "write_flags"]
+__all__ = ["FlagCandidate", "MiningConfig", "MiningSpace", "eligible_rows", "face_margins", "mine", "mine_space",
+           "prepare_space", "read_flags", "write_flags"]
 
 
 def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray | None,
@@ -46,47 +48,94 @@ def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray
     return np.flatnonzero(keep)
 
 
+@dataclass
+class MiningSpace:
+    """One model's embedding space made ready for mining: centred unit embeddings, the faces
+    taking part (rows) and those that may be flagged (judged_rows, with their positions in
+    rows), identity centres and reference faces, and the face neighbour graph."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    rows: np.ndarray
+    judged_rows: np.ndarray
+    positions: np.ndarray
+    identities: Identities
+    neighbours: FaceNeighbours | None
+    mean_norm: float
+
+    def duplicate_view(self, config: MiningConfig) -> DuplicateView:
+        own_cos = own_centre_cosine(self.embeddings, self.labels, self.judged_rows, self.identities,
+                                    config.batch_size)
+        return DuplicateView(self.identities, self.neighbours,
+                             mean_own_cosine(own_cos, self.labels, self.judged_rows, self.identities.count))
+
+
+def prepare_space(embeddings: np.ndarray, labels: np.ndarray, *, active: np.ndarray | None = None,
+                  judged: np.ndarray | None = None, config: MiningConfig) -> MiningSpace | None:
+    """None when no face takes part."""
+    labels = np.asarray(labels).astype(np.int64)
+    rows = eligible_rows(embeddings, labels, active, config.batch_size)
+    if len(rows) == 0:
+        return None
+    embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
+    judged_rows = rows if judged is None else rows[np.asarray(judged, dtype=bool)[rows]]
+    identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
+                                  samples_per_identity=config.prototype_samples, seed=config.seed,
+                                  batch_size=config.batch_size)
+    needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY}
+    neighbours = face_neighbours(embeddings, rows, config) if needs_graph else None
+    return MiningSpace(embeddings, labels, rows, judged_rows, np.searchsorted(rows, judged_rows), identities,
+                       neighbours, mean_norm)
+
+
 def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = None, norms: np.ndarray | None = None,
          active: np.ndarray | None = None, config: MiningConfig | None = None,
-         judged: np.ndarray | None = None, fingerprints: ImageFingerprints | None = None) -> list[FlagCandidate]:
+         judged: np.ndarray | None = None, fingerprints: ImageFingerprints | None = None,
+         face_found: np.ndarray | None = None) -> list[FlagCandidate]:
     """Flags of every kind in config.kinds, grouped by kind, highest score first within a kind.
 
     judged: the faces that may be flagged (per-face kinds) and whose statistics set the bounds,
     e.g. the faces a cross-fitted model never trained on (ml.crossfit); None: every face. The
     other eligible faces still shape the centres, reference faces and the neighbour graph.
     fingerprints: the images' (ml.mining.copies); near_duplicate flags come only from them (the
-    embeddings may propose pairs, never decide), none without."""
+    embeddings may propose pairs, never decide), none without; their sharpness is also a
+    low-quality signal. face_found: per face, whether the extractor's face detector found one
+    (ml.mining.quality)."""
     config = config or MiningConfig()
-    labels = np.asarray(labels).astype(np.int64)
-    rows = eligible_rows(embeddings, labels, active, config.batch_size)
-    if len(rows) == 0:
+    space = prepare_space(embeddings, labels, active=active, judged=judged, config=config)
+    if space is None:
         return []
-    embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
-    judged_rows = rows if judged is None else rows[np.asarray(judged, dtype=bool)[rows]]
-    positions = np.searchsorted(rows, judged_rows)
-    identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
-                                  samples_per_identity=config.prototype_samples, seed=config.seed,
-                                  batch_size=config.batch_size)
-    needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY}
-    neighbours = face_neighbours(embeddings, rows, config) if needs_graph else None
+    duplicates = None
+    if DUPLICATE_IDENTITY in config.kinds:
+        duplicates = pooled_duplicate_identities([space.duplicate_view(config)], space.labels, config)
+    return mine_space(space, stats=stats, norms=norms, config=config, fingerprints=fingerprints,
+                      face_found=face_found, duplicates=duplicates)
+
+
+def mine_space(space: MiningSpace, *, stats: dict | None = None, norms: np.ndarray | None = None,
+               config: MiningConfig, fingerprints: ImageFingerprints | None = None,
+               face_found: np.ndarray | None = None, duplicates=None) -> list[FlagCandidate]:
+    """mine()'s flags from a prepared space; duplicates: (flags, set of (a, b) class pairs) found
+    beforehand (their pairs silence the noisy/hard flags they explain), None for none."""
+    embeddings, labels, identities = space.embeddings, space.labels, space.identities
     flags: list[FlagCandidate] = []
     duplicate_pairs: set[tuple[int, int]] = set()
-    if DUPLICATE_IDENTITY in config.kinds:
-        own_cos = own_centre_cosine(embeddings, labels, judged_rows, identities, config.batch_size)
-        found, duplicate_pairs = mine_duplicate_identities(identities, neighbours, labels, own_cos, judged_rows,
-                                                           config)
+    if duplicates is not None:
+        found, duplicate_pairs = duplicates
         flags += found
     if NOISY in config.kinds or HARD in config.kinds:
-        flags += [f for f in mine_noisy(embeddings, labels, judged_rows, identities, neighbours, stats, config,
-                                        duplicate_pairs, positions) if f.kind in config.kinds]
+        flags += [f for f in mine_noisy(embeddings, labels, space.judged_rows, identities, space.neighbours, stats,
+                                        config, duplicate_pairs, space.positions) if f.kind in config.kinds]
     if LOW_NORM in config.kinds:
-        flags += mine_low_norm(norms, stats, labels, judged_rows, config)
+        sharpness = None if fingerprints is None else np.where(fingerprints.readable, fingerprints.sharpness, np.nan)
+        flags += mine_low_norm(norms, stats, labels, space.judged_rows, config, sharpness=sharpness,
+                               face_found=face_found)
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
         taking_part = np.zeros(len(labels), dtype=bool)
-        taking_part[rows] = True
+        taking_part[space.rows] = True
         flags += mine_copies(fingerprints, labels, embeddings=embeddings, active=taking_part)
     for flag in flags:
-        flag.evidence["embedding_mean_norm"] = round(mean_norm, 4)
+        flag.evidence["embedding_mean_norm"] = round(space.mean_norm, 4)
     order = {kind: i for i, kind in enumerate(KINDS)}
     flags.sort(key=lambda f: (order[f.kind], -f.score))
     return flags

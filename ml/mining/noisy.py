@@ -235,6 +235,14 @@ def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, ide
     open_set = beyond & (theta_other >= c) & (theta_own > c) & ~by_faces & ~duplicate
     band_noisy = beyond & ~open_set & ~duplicate
     band_hard = judged & ~beyond & (margin > hard_low) & ~duplicate
+    # The margin band alone holds about a quarter of the faces when the embedding is honest
+    # (cross-fitted, ml.crossfit): 1,365 hard flags on LFW-158, 84% of them clean. A reviewer's
+    # minute goes to the band's faces whose nearest faces agree they sit with j*: the plurality
+    # of their neighbours' labels (two votes at least) is j*, not their own identity.
+    inside = np.flatnonzero(band_hard)
+    band_votes, band_rival = neighbour_votes(neighbours.labels(labels)[positions[inside]], j_star[inside])
+    band_hard[inside] = (band_votes >= 2) & (band_votes > band_rival)
+    votes[inside], rival[inside] = band_votes, band_rival  # shown in the evidence
 
     cos_own = np.full(len(rows), np.nan)
     cos_other = np.full(len(rows), np.nan)

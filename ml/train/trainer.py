@@ -22,6 +22,11 @@ its resume is refused: the epoch would no longer split into the same steps.
 
 Distributed (torchrun): every process builds the same networks from the same seed, each wrapped in
 DDP; rank r trains on its shard of the common order; only rank 0 writes files, between barriers.
+
+Several sources: when the training data says which source each sample comes from (`sources`) and
+its classes span two or more, the network gets one head per source over a shared backbone
+(ml/train/multihead.py); with one source it is exactly the single head. Co-Mining and
+self-learning run unchanged on top of it (their losses read the heads' global logits).
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from ml.train import checkpoint as ckpt
 from ml.train import selflearn
 from ml.train.comining import comining_losses, drop_rate
 from ml.train.config import TrainConfig, save_config
+from ml.train.multihead import MultiSourceHead, plan_heads
 from ml.train.schedule import StepSchedule
 from ml.train.distributed import (
     DistContext,
@@ -94,18 +100,22 @@ class TrainingData:
     dataset_size: int
     num_classes: int
     class_names: list[str] | None = None
+    sources: np.ndarray | None = None  # per position: its source id, None for one source
 
     @classmethod
     def wrap(cls, dataset: Dataset) -> "TrainingData":
         """From a FaceDataset, a TrainingSubset, or any dataset with `labels` (and optionally
-        `num_classes`) whose items are (image | None, label, index)."""
+        `num_classes`, and `sources`: a source id per item, for one head per source) whose items
+        are (image | None, label, index)."""
+        sources = getattr(dataset, "sources", None)
+        sources = None if sources is None else np.asarray(sources)
         if isinstance(dataset, TrainingSubset):
             return cls(dataset, np.asarray(dataset.labels), np.asarray(dataset.indices), len(dataset.dataset),
-                       int(dataset.selection.num_classes), dataset.dataset.class_names)
+                       int(dataset.selection.num_classes), dataset.dataset.class_names, sources)
         labels = np.asarray(dataset.labels)
         num_classes = int(getattr(dataset, "num_classes", int(labels.max()) + 1))
         return cls(dataset, labels, np.arange(len(dataset)), len(dataset), num_classes,
-                   getattr(dataset, "class_names", None))
+                   getattr(dataset, "class_names", None), sources)
 
     def labels_by_index(self) -> np.ndarray:
         out = np.full(self.dataset_size, -1, dtype=np.int64)
@@ -170,10 +180,17 @@ def backbone_kwargs(config: TrainConfig) -> dict:
     return kwargs
 
 
-def build_network(config: TrainConfig, num_classes: int, seed: int) -> FaceNet:
+def build_network(config: TrainConfig, num_classes: int, seed: int, class_head: np.ndarray | None = None) -> FaceNet:
+    """class_head: the head of each class (ml/train/multihead.py) for one head per source; None
+    for the single head over every class."""
     torch.manual_seed(seed)
     backbone = build_backbone(config.backbone, **backbone_kwargs(config))
-    head = build_head(config.head, backbone.embedding_dim, num_classes, **config.head_kwargs)
+    if class_head is None:
+        head = build_head(config.head, backbone.embedding_dim, num_classes, **config.head_kwargs)
+    else:
+        sizes = np.bincount(np.asarray(class_head), minlength=int(np.max(class_head)) + 1)
+        head = MultiSourceHead([build_head(config.head, backbone.embedding_dim, int(n), **config.head_kwargs)
+                                for n in sizes], class_head)
     return FaceNet(backbone, head)
 
 
@@ -202,8 +219,10 @@ def load_trained_network(path: str | Path, *, network: int = 0, device: str | to
         path = found
     state = ckpt.load_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
+    class_head = state.get("class_head")
     with torch.random.fork_rng(devices=[]):  # building seeds torch: leave the caller's RNG alone
-        net = build_network(config, int(state["num_classes"]), config.seed)
+        net = build_network(config, int(state["num_classes"]), config.seed,
+                            None if class_head is None else class_head.numpy())
     net.backbone.load_state_dict(state["networks"][network]["backbone"])
     net.head.load_state_dict(state["networks"][network]["head"])
     net.to(device).eval()
@@ -247,8 +266,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.channels_last = config.channels_last and self.device.type == "cuda"
         peers = 2 if config.method == "comining" else 1
+        self.class_head = plan_heads(self.data.labels, self.data.sources, self.data.num_classes)
         # Peers differ only by their initialisation seed.
-        self.nets = [build_network(config, self.data.num_classes, config.seed + i) for i in range(peers)]
+        self.nets = [build_network(config, self.data.num_classes, config.seed + i, self.class_head)
+                     for i in range(peers)]
         for net in self.nets:
             net.to(self.device)
             if self.channels_last:
@@ -285,7 +306,9 @@ class Trainer:
         if not self.ctx.distributed:
             return net
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(net, device_ids=device_ids)
+        # With a head per source, a rank's batch may hold no sample of some head: its weights then
+        # get no gradient there, which DDP must be told to expect.
+        return DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=self.class_head is not None)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -313,6 +336,8 @@ class Trainer:
             self._info(f"training {self.config.backbone} + {self.config.head} ({self.config.method}) on "
                        f"{len(self.data.labels)} images, {self.data.num_classes} identities, "
                        f"{self.total_steps} steps, {self.ctx.world_size} process(es) on {self.device}")
+            if self.class_head is not None:
+                self._info(f"one head per source: {np.bincount(self.class_head).tolist()} identities")
 
     def _close_log(self) -> None:
         if self._log_handler is not None:
@@ -532,6 +557,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "num_classes": self.data.num_classes,
+            "class_head": None if self.class_head is None else torch.from_numpy(self.class_head),
             "dataset_size": self.data.dataset_size,
             "networks": [{"backbone": n.backbone.state_dict(), "head": n.head.state_dict()} for n in self.nets],
             "optimizer": self.optimizer.state_dict(),
@@ -569,6 +595,13 @@ class Trainer:
                 f"{len(state['networks'])} network(s); this run has {self.steps_per_epoch} and {len(self.nets)}: "
                 "the dataset, batch size, number of processes or method changed"
             )
+        saved_heads = state.get("class_head")  # absent in checkpoints older than heads per source
+        same_heads = (saved_heads is None and self.class_head is None) or (
+            saved_heads is not None and self.class_head is not None
+            and np.array_equal(saved_heads.numpy(), self.class_head))
+        if not same_heads:
+            raise ValueError(f"{path} was written with other heads per source than this run's data gives: "
+                             "the dataset's sources changed")
         for net, saved in zip(self.nets, state["networks"]):
             net.backbone.load_state_dict(saved["backbone"])
             net.head.load_state_dict(saved["head"])
@@ -655,6 +688,8 @@ class Trainer:
         path = None
         if self.ctx.is_main:
             extra = {}
+            if self.class_head is not None:
+                extra["class_head"] = self.class_head
             if self.corrected is not None:
                 extra["corrected_label"] = self.corrected.numpy()
             path = save_stats(self.run_dir / STATS_FILE, evaluated, self.recorder, self.data.labels_by_index(),

@@ -395,6 +395,11 @@ def evidence_lines(flag: Flag, card: FlagCard) -> list[str]:
             lines.append(text)
         if percentile is not None:
             lines.append(f"Lowest {_share(percentile)} of norms: blurred or not a face")
+        reasons = [r for r in e.get("reasons") or [] if isinstance(r, str)]
+        if "low sharpness" in reasons:
+            lines.append("Almost no detail in the image: blank, heavily blurred or blown up from a tiny crop")
+        if "no face found" in reasons:
+            lines.append("The face detector found no face in this image")
     elif flag.kind == Flag.Kind.NEAR_DUPLICATE:
         lines += _near_duplicate_lines(e, card)
     elif flag.kind == Flag.Kind.DUPLICATE_IDENTITY:

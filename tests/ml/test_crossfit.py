@@ -43,6 +43,7 @@ def test_a_saved_assignment_is_kept_on_resume(tmp_path):
 def test_a_fold_model_trains_on_the_other_folds_only():
     class Items:
         labels = np.array([0, 0, 1, 1, 2, 2])
+        sources = np.array([0, 0, 0, 1, 1, 1])
 
         def __len__(self):
             return 6
@@ -55,6 +56,7 @@ def test_a_fold_model_trains_on_the_other_folds_only():
     assert data.indices.tolist() == [1, 2, 5]
     assert data.labels.tolist() == [0, 1, 2]
     assert data.num_classes == 3 and data.dataset_size == 6
+    assert data.sources.tolist() == [0, 0, 1]  # several sources keep one head each per fold too
     assert [data.dataset[p][2] for p in range(3)] == [1, 2, 5]  # items keep their dataset index
 
 
@@ -76,7 +78,7 @@ def test_no_face_is_judged_by_the_model_that_trained_on_it(tmp_path):
         assert np.array_equal(out.judged, assignment == fold)
         assert out.embeddings.shape[0] == len(labels)
     # Every face is judged once: a per-face flag's face was held out from the model that raised it.
-    config_all = MiningConfig(margin=3.14, kinds=("noisy", "hard"))  # a hard band that takes every face
+    config_all = MiningConfig(low_norm_threshold=1e9, kinds=("low_norm",))  # a bound that takes every face
     flags = mine_cross_fitted(outputs, labels, config=config_all)
     faces = [f.index for f in flags]
     assert len(faces) == len(set(faces)) == len(labels)

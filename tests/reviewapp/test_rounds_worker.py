@@ -79,7 +79,8 @@ def _assert_published_once(round_: Round) -> None:
 
 
 def _checkpoint_steps(round_id: int) -> list[int]:
-    folder = run_dir_of(round_id) / "checkpoints"
+    """The first fold model's checkpoints (a training round trains one model per fold, ml.crossfit)."""
+    folder = run_dir_of(round_id) / "fold-0" / "checkpoints"
     return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.pt")) if folder.exists() else []
 
 
@@ -105,12 +106,16 @@ def test_cancel_stops_a_training_round(att_dataset, worker_log):
         assert wait_for(lambda: f"round {round_.pk}: stopped" in worker_log(), timeout=30), worker_log()
     round_.refresh_from_db()
     assert round_.status == "cancelled" and not Flag.objects.filter(round=round_).exists()
-    steps = [json.loads(line)["step"] for line in (run_dir_of(round_.pk) / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] < 50 * 2  # 40 faces, 16 a batch: 2 steps an epoch, 100 in all
+    metrics = run_dir_of(round_.pk) / "fold-0" / "metrics.jsonl"
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps[-1] < 50  # the first fold model: 20 of the 40 faces, 16 a batch, 1 step an epoch
+    assert not (run_dir_of(round_.pk) / "fold-1").exists()  # the second never started
 
 
 def test_killed_worker_round_resumes_from_its_checkpoint(att_dataset, worker_log):
-    config = {**TINY, "epochs": 3, "checkpoint_every": 2}  # 40 faces: 2 steps an epoch, 6 in all
+    # 40 faces, two folds: each model trains on 20, 16 a batch (the partial batch dropped): 1 step
+    # an epoch, 6 in all.
+    config = {**TINY, "epochs": 6, "checkpoint_every": 2}
     with celery_worker(extra_env=WORKER_ENV) as first:
         round_ = round_start(dataset=att_dataset, method="arcface", config=config)
         assert wait_for(lambda: _checkpoint_steps(round_.pk), timeout=90, interval=0.05), worker_log()
@@ -125,4 +130,4 @@ def test_killed_worker_round_resumes_from_its_checkpoint(att_dataset, worker_log
     round_.refresh_from_db()
     assert round_.progress["attempt"] == 2 and round_.worker != killed.worker
     assert 2 <= round_.progress["resumed_from_step"] < 6
-    assert "resumed from step_" in (run_dir_of(round_.pk) / "train.log").read_text()
+    assert "resumed from step_" in (run_dir_of(round_.pk) / "fold-0" / "train.log").read_text()
