@@ -181,7 +181,7 @@ def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active:
     from ml.mining import MiningConfig
     from ml.mining.candidate import DUPLICATE_IDENTITY, KINDS, NEAR_DUPLICATE
     from ml.mining.duplicates import pooled_duplicate_identities
-    from ml.mining.flags import mine_space, prepare_space
+    from ml.mining.flags import mine, mine_space, prepare_space
 
     config = config or MiningConfig()
     labels = np.asarray(labels, dtype=np.int64)
@@ -206,8 +206,12 @@ def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active:
             flag.evidence["judged_by"] = f"fold {out.fold} model (never trained on this face)"
             flags.append(flag)
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
-        flags += mine_space(spaces[0][1], config=dataclasses.replace(config, kinds=(NEAR_DUPLICATE,)),
-                            fingerprints=fingerprints)
+        # Copies are looked for among all faces at once; the first model's embeddings only say,
+        # for a copy filed under two identities, which of them the face belongs to.
+        out = outputs[0]
+        usable = out.readable if active is None else (out.readable & np.asarray(active, dtype=bool))
+        flags += [f for f in mine(embeddings=out.embeddings, labels=labels, active=usable, fingerprints=fingerprints,
+                                  config=dataclasses.replace(config, kinds=(NEAR_DUPLICATE,)))]
     order = {kind: i for i, kind in enumerate(KINDS)}
     flags.sort(key=lambda f: (order[f.kind], -f.score))
     return flags
