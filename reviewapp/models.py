@@ -153,6 +153,14 @@ class Round(models.Model):
     def __str__(self):
         return f"{self.dataset.name} round {self.number}"
 
+    @property
+    def first_stage(self) -> str:
+        """Where work starts: user-supplied embeddings need neither training nor extraction, a
+        pretrained model no training."""
+        if self.method == self.Method.EMBEDDINGS:
+            return self.Status.MINING
+        return self.Status.EXTRACTING if self.method == self.Method.PRETRAINED else self.Status.TRAINING
+
 
 class Flag(models.Model):
     class Kind(models.TextChoices):

@@ -191,10 +191,13 @@ def round_progress(*, round_: Round) -> RoundProgress:
     if current is None:  # failed or cancelled: where it was when it ended
         current = order.index(stage) if stage in order else 0
     stages = []
+    first = order.index(round_.first_stage)
     for i, name in enumerate(order):
         state = "done" if i < current else "current" if i == current else "todo"
         if name == Round.Status.PUBLISHED and round_.status == Round.Status.PUBLISHED:
             state = "done"
+        if 0 < i < first:  # a pretrained model trains nothing; user embeddings extract nothing
+            state = "skipped"
         stages.append((name, state))
     return RoundProgress(
         round=round_, active=active, stage=stage, percent=round(min(max(percent, 0.0), 100.0), 1),

@@ -51,10 +51,8 @@ def max_attempts() -> int:
 
 
 def first_stage(method: str) -> str:
-    """User-supplied embeddings need neither training nor extraction; a pretrained model no training."""
-    if method == Round.Method.EMBEDDINGS:
-        return Round.Status.MINING
-    return Round.Status.EXTRACTING if method == Round.Method.PRETRAINED else Round.Status.TRAINING
+    """Round.first_stage for a method."""
+    return Round(method=method).first_stage
 
 
 def _actor(user) -> str:

@@ -1,6 +1,7 @@
 """The dataset page, rounds (start, progress, cancel, charts), imports, exports and job
 downloads over HTTP: who may do what, and what each answer says."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -345,3 +346,14 @@ def test_download_is_by_job_id_and_only_for_its_dataset_admins(client, dataset, 
     assert client.get(reverse("job-download", args=[mine.pk])).status_code == 404  # not done
     assert client.get(reverse("job-download", args=[escaping.pk])).status_code == 404  # not its own folder
     assert client.get(reverse("job-download", args=[escaping.pk]) + "?part=x").status_code == 404
+
+
+@pytest.mark.parametrize("method, skipped", [("pretrained", ["training"]), ("embeddings", ["training", "extracting"]),
+                                             ("robustface", [])])
+def test_round_page_strikes_out_the_stages_a_method_does_not_need(client, dataset, reviewer, method, skipped):
+    round_ = RoundFactory(dataset=dataset, method=method, status=Round.Status.MINING, heartbeat_at=timezone.now())
+    client.force_login(reviewer)
+    html = client.get(reverse("round-detail", args=[round_.pk])).content.decode()
+    struck = re.findall(r'<li class="stage skipped"[^>]*>(\w+)</li>', html)
+    assert struck == skipped
+    assert '<li class="stage current">mining</li>' in html
