@@ -100,16 +100,17 @@ def test_round_is_published_once_despite_a_duplicate_delivery(att_dataset, worke
 
 def test_cancel_stops_a_training_round(att_dataset, worker_log):
     with celery_worker(extra_env=WORKER_ENV):
-        round_ = round_start(dataset=att_dataset, method="robustface", config={**TINY, "epochs": 50})
+        round_ = round_start(dataset=att_dataset, method="robustface", config={**TINY, "epochs": 200})
         assert wait_for(lambda: Round.objects.get(pk=round_.pk).progress.get("step", 0) >= 1, timeout=90), worker_log()
         round_cancel(round_id=round_.pk)
         assert wait_for(lambda: f"round {round_.pk}: stopped" in worker_log(), timeout=30), worker_log()
     round_.refresh_from_db()
     assert round_.status == "cancelled" and not Flag.objects.filter(round=round_).exists()
-    metrics = run_dir_of(round_.pk) / "fold-0" / "metrics.jsonl"
-    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
-    assert steps[-1] < 50  # the first fold model: 20 of the 40 faces, 16 a batch, 1 step an epoch
-    assert not (run_dir_of(round_.pk) / "fold-1").exists()  # the second never started
+    # Two fold models, each on 20 of the 40 faces, 16 a batch: 1 step an epoch, 400 in all.
+    trained = 0
+    for metrics in run_dir_of(round_.pk).glob("fold-*/metrics.jsonl"):
+        trained += json.loads(metrics.read_text().splitlines()[-1])["step"]
+    assert 1 <= trained < 2 * 200
 
 
 def test_killed_worker_round_resumes_from_its_checkpoint(att_dataset, worker_log):
