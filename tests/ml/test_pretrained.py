@@ -20,7 +20,6 @@ from ml.pretrained import (
     DlibDescriptor,
     decode_rgb,
     extract_pretrained,
-    model_files,
     pretrained_embeddings,
 )
 
