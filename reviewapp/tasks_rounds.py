@@ -69,8 +69,8 @@ from .services.rounds import (
 log = logging.getLogger("reviewapp.rounds")
 ProgressFn = Callable[[dict], None]
 # Progress keys about the whole round, kept from stage to stage.
-ROUND_WIDE_PROGRESS = frozenset({"attempt", "faces", "identities", "resumed_from_step", "unreadable",
-                                 "judged_by", "embeddings_file", "face_boxes"})
+ROUND_WIDE_PROGRESS = frozenset({"attempt", "crossfit", "faces", "identities", "resumed_from_step",
+                                 "unreadable", "judged_by", "embeddings_file", "face_boxes"})
 
 
 class RoundStopped(Exception):
@@ -197,6 +197,7 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
         face_found = _faces_found(run_dir / "embeddings", len(faces))
     else:
         config = _loader_workers_allowed(round_train_config(round_.method, round_.config))
+        heartbeat.update(crossfit=_crossfit_note(faces, config.folds))
         data = round_face_dataset(faces, dataset_id=round_.dataset_id,
                                   transform=build_transform(config.data.transform, train=False))
         # Cross-fitted (ml.crossfit): each face is judged by the fold model that never saw its label.
@@ -285,6 +286,16 @@ def _report(heartbeat: Heartbeat, done: int, total: int, samples_per_s: float | 
     heartbeat.update(percent=round(100.0 * done / max(total, 1), 1), step=done, total=total,
                      samples_per_s=None if samples_per_s is None else round(samples_per_s, 2),
                      eta_s=None if eta_s is None else round(eta_s, 1), **extra)
+
+
+def _crossfit_note(faces: RoundFaces, folds: int) -> dict:
+    """What the round page tells about a cross-fitted round: how many models, and from how many
+    faces of an identity each learned it (a model trained from scratch learns little from a few)."""
+    sizes = np.bincount(faces.labels[faces.labels >= 0]) if len(faces) else np.zeros(0, dtype=np.int64)
+    sizes = sizes[sizes > 0]
+    median = float(np.median(sizes)) if len(sizes) else 0.0
+    return {"folds": int(folds), "median_faces_per_identity": median,
+            "median_faces_learned": round(median * (folds - 1) / folds, 1)}
 
 
 def _train(config, data, faces: RoundFaces, run_dir: Path, heartbeat: Heartbeat) -> None:

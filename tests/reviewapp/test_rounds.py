@@ -316,6 +316,9 @@ def test_inline_round_with_unreadable_images_publishes(transactional_db, att_cop
     assert round_.status == "published" and round_.error == ""
     assert round_.progress["faces"] == 62 and round_.progress["unreadable"] == 3
     assert round_.progress["flags"] == Flag.objects.filter(round=round_).count()
+    # Six identities of 10 or 11 faces: a median of 10, about 5 of them learned by each fold model.
+    assert round_.progress["crossfit"] == {"folds": 2, "median_faces_per_identity": 10.0,
+                                           "median_faces_learned": 5.0}
     assert [s for s in ("training", "extracting", "mining") if any(p["stage"] == s for p in seen)] == [
         "training", "extracting", "mining"]
     unreadable = set(Face.objects.filter(path__in=["s1/broken.jpg", "s2/broken.jpg", "s3/1.pgm"])

@@ -357,3 +357,14 @@ def test_round_page_strikes_out_the_stages_a_method_does_not_need(client, datase
     struck = re.findall(r'<li class="stage skipped"[^>]*>(\w+)</li>', html)
     assert struck == skipped
     assert '<li class="stage current">mining</li>' in html
+
+
+def test_round_page_says_how_a_cross_fitted_round_judged(client, dataset, reviewer):
+    note = {"folds": 2, "median_faces_per_identity": 5.0, "median_faces_learned": 2.5}
+    round_ = RoundFactory(dataset=dataset, method="robustface", progress={"crossfit": note})
+    client.force_login(reviewer)
+    html = client.get(reverse("round-detail", args=[round_.pk])).content.decode()
+    assert "Cross-fitted: 2 models" in html
+    assert "a median of 5 faces, so each model learned an identity from about 2.5" in html
+    plain = RoundFactory(dataset=dataset, method="pretrained")
+    assert "Cross-fitted" not in client.get(reverse("round-detail", args=[plain.pk])).content.decode()
