@@ -96,7 +96,13 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web requests and the worker write concurrently: wait for the lock instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
+    # A deferred transaction that reads first and writes later cannot wait: when another
+    # connection wrote in between, SQLite answers "database is locked" at once, whatever the
+    # timeout. A round's publish (20,000 flags) beside its own heartbeat thread failed that way;
+    # IMMEDIATE takes the write lock at BEGIN, where the timeout applies, and WAL lets readers
+    # (the web pages) go on while a round writes (tests/reviewapp/test_sqlite_publish.py).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=30, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
