@@ -299,8 +299,9 @@ def dataset_export(*, dataset: Dataset, out, fmt: str = "list") -> ExportSummary
 
 
 def _cell(value):
-    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote."""
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote. Spreadsheets
+    skip leading blanks before reading a formula (" =1+2" runs), so those are looked past."""
+    if isinstance(value, str) and value.lstrip(" \t\r\n").startswith(_FORMULA_STARTS):
         return "'" + value
     return "" if value is None else value
 

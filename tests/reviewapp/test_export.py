@@ -238,6 +238,18 @@ def test_decisions_csv_has_every_decision_and_defuses_formulas(tmp_path, user):
     assert [r["id"] for r in rows] == sorted((r["id"] for r in rows), key=int)
 
 
+@pytest.mark.parametrize("actor", [" =1+2", "  @SUM(A1)", "\n+cmd", " \t-2"])
+def test_decisions_csv_defuses_formulas_behind_leading_whitespace(tmp_path, actor):
+    source = SourceFactory()
+    p = people(source, a=1, b=1)
+    face_relabel(face_id=p["a"][1][0].pk, identity_id=p["b"][0].pk, actor=actor)
+
+    assert decisions_export(dataset=source.dataset, out=tmp_path / "audit.csv") == 1
+    with open(tmp_path / "audit.csv", encoding="utf-8", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["actor"] == "'" + actor
+
+
 # ---- the command ----------------------------------------------------------------------------
 
 def test_command_prints_json_and_writes_both_files(reviewed, tmp_path):
