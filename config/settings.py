@@ -43,6 +43,9 @@ MEDIA_ROOT = Path(os.environ.get("FACECLEAN_MEDIA_ROOT", VAR_DIR / "media")).res
 THUMBNAIL_ROOT = MEDIA_ROOT / "thumbnails"
 EXPORT_ROOT = MEDIA_ROOT / "exports"
 RUNS_ROOT = MEDIA_ROOT / "runs"
+# The most pixels the web process decodes for one thumbnail or image conversion (25 Mpx, about
+# 75 MB as RGB); a larger image gets a placeholder. Pillow's own bomb limit is 179 Mpx.
+IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "25000000"))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -68,6 +71,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "config.security_headers.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -122,6 +126,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Failed sign-ins (reviewapp.signin_throttle): past either limit within the window, sign-in is
+# refused (429) for that account or address until the window passes, the right password too.
+LOGIN_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))  # per account
+LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("LOGIN_ADDRESS_FAILURE_LIMIT", "20"))  # per client address
+LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "900"))
+# Wrong API tokens per client address in the same window (reviewapp.api.authentication).
+API_TOKEN_FAILURE_LIMIT = int(os.environ.get("API_TOKEN_FAILURE_LIMIT", "20"))
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -155,9 +166,16 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "reviewapp.api.authentication.ThrottledTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["reviewapp.api.parsers.BoundedJSONParser", "rest_framework.parsers.FormParser"],
+    # Anonymous requests strictly; signed-in users generously (a reviewer's browser deciding
+    # flags is far below it; a runaway script is not). Wrong tokens are counted apart, above.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
+                                 "rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": os.environ.get("API_THROTTLE_ANON", "30/minute"),
+                               "user": os.environ.get("API_THROTTLE_USER", "6000/minute")},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "FaceClean API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}

@@ -29,7 +29,9 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    # The tests' own waits (wait_for_function) evaluate strings in the page, which the app's
+    # Content-Security-Policy forbids; test_csp.py drives the app under the policy itself.
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, bypass_csp=True)
     page = context.new_page()
     yield page
     context.close()

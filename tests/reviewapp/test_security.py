@@ -276,3 +276,20 @@ def test_huge_api_posts_are_refused(content_type, body, world, member):
                              HTTP_AUTHORIZATION=f"Token {token.key}")
     assert response.status_code in (400, 413)
     assert Flag.objects.get(pk=world["flag"].pk).state == Flag.State.OPEN
+
+
+def test_every_html_page_carries_a_content_security_policy(world, member):
+    client = Client()
+    client.force_login(member)
+    pages = 0
+    for name, args, _ in ROUTES:
+        url = url_of(name, args, world)
+        response = client.get(url)
+        if not response.get("Content-Type", "").startswith("text/html"):
+            continue
+        policy = response["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "object-src 'none'" in policy, url
+        assert "frame-ancestors 'none'" in policy and "form-action 'self'" in policy, url
+        pages += 1
+    assert pages > 5
+    assert "script-src 'self'" in Client().get("/accounts/login/")["Content-Security-Policy"]
