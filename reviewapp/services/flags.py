@@ -160,10 +160,13 @@ def _merge(flag, *, user, survivor_id):
 
 
 def _keep(flag, *, user) -> Decision:
-    """Record that a reviewer looked and kept things as they are."""
+    """Record that a reviewer looked and kept things as they are. The face is locked (after
+    the flag, the order labels.py follows) so that a relabel committing meanwhile either
+    waits for this row or is what this row records."""
     state = {}
     if flag.face_id is not None:
-        face = Face.objects.filter(pk=flag.face_id).values("identity_id", "status").first() or {}
+        face = (Face.objects.select_for_update().filter(pk=flag.face_id)
+                .values("identity_id", "status").first() or {})
         state = {"identity": face.get("identity_id"), "status": face.get("status")}
     else:
         state = {"identity_a": flag.identity_a_id, "identity_b": flag.identity_b_id}

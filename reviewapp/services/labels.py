@@ -4,8 +4,13 @@ Each function is one transaction that locks the rows it changes, applies the cha
 appends the Decision row that records it, so the audit can never disagree with the data.
 A change that would do nothing (removing a removed face) raises LabelConflict instead of
 writing a second row: two reviewers on the same face get one decision and one conflict.
+
+Lock order, the same everywhere so that concurrent decisions wait instead of deadlocking:
+flag (services.flags), then identities, then faces. Django's foreign keys are checked only
+at commit, so a reference to a row does not lock it in time: a relabel locks its target
+identity itself before it looks at whether that identity was merged.
 """
-from django.db import transaction
+from django.db import connection, transaction
 
 from ..models import Decision, Face, Flag, Identity
 
@@ -30,6 +35,19 @@ def _face_state(face: Face) -> dict:
 
 def _lock_face(face_id: int) -> Face:
     return Face.objects.select_for_update().get(pk=face_id)
+
+
+def _hold_identity(identity_id: int, dataset_id: int) -> Identity | None:
+    """Read the identity as committed now and keep a merge of it from committing until this
+    transaction ends. FOR KEY SHARE conflicts with the merge's FOR UPDATE but not with other
+    relabels, so relabels into one identity do not queue behind each other. Other databases
+    (SQLite) have one writer at a time and no row locks."""
+    if connection.vendor != "postgresql":
+        return Identity.objects.filter(pk=identity_id, dataset_id=dataset_id).first()
+    table, pk = connection.ops.quote_name(Identity._meta.db_table), Identity._meta.pk.column
+    dataset = Identity._meta.get_field("dataset").column
+    sql = f"SELECT * FROM {table} WHERE {pk} = %s AND {dataset} = %s FOR KEY SHARE"
+    return next(iter(Identity.objects.raw(sql, [identity_id, dataset_id])), None)
 
 
 def _root(identity: Identity) -> Identity:
@@ -101,13 +119,21 @@ def face_restore(*, face_id: int, user=None, actor: str = "", flag: Flag | None 
 @transaction.atomic
 def face_relabel(*, face_id: int, identity_id: int, user=None, actor: str = "",
                  flag: Flag | None = None, expected: dict | None = None) -> Decision:
-    """Move a face to another identity of its dataset (closed-set noise). A merged identity
-    is replaced by the one it was merged into."""
-    face = _lock_face(face_id)
-    target = Identity.objects.filter(pk=identity_id, dataset_id=face.dataset_id).first()
+    """Move a face to another identity of its dataset (closed-set noise). A target that is
+    merged, also one merged while this waited for it, is replaced by its survivor: the
+    reviewer meant that person, and a face left on a merged identity would be exported under
+    the survivor while every page still showed the merged name."""
+    dataset_id = Face.objects.values_list("dataset_id", flat=True).get(pk=face_id)  # never changes
+    target = _hold_identity(identity_id, dataset_id)
     if target is None:
         raise ValueError("The target identity is not in this face's dataset")
-    target = _root(target)
+    seen = set()
+    while target.merged_into_id is not None:
+        # Once an unmerged target is held no merge of it can commit before this transaction.
+        seen.add(target.pk)
+        target = _hold_identity(target.merged_into_id, dataset_id)
+        if target is None or target.pk in seen:
+            raise LabelConflict("The target identity's merges form a loop; ask an admin to check it")
     return _set_face(face_id, action=Decision.Action.RELABEL, user=user, actor=actor, flag=flag,
                      expected=expected, identity_id=target.pk)
 
@@ -120,8 +146,11 @@ def identity_merge(*, identity_id: int, into_id: int, user=None, actor: str = ""
     Its faces move to the survivor, and identities earlier merged into it are re-pointed
     to the survivor, so merged_into never forms chains and exports map in one step.
     """
+    # FOR UPDATE waits for relabels holding either identity (see _hold_identity); id order
+    # keeps two merges over the same identities from deadlocking.
     locked = {
-        i.pk: i for i in Identity.objects.select_for_update().filter(pk__in=[identity_id, into_id])
+        i.pk: i
+        for i in Identity.objects.select_for_update().filter(pk__in=[identity_id, into_id]).order_by("pk")
     }
     if len(locked) != 2:
         raise ValueError("Both identities must exist and differ")
@@ -133,7 +162,10 @@ def identity_merge(*, identity_id: int, into_id: int, user=None, actor: str = ""
     if survivor.pk == merged.pk:
         raise LabelConflict("An identity cannot be merged into itself")
     # The moved face ids go into the audit row so that the merge can be undone exactly.
-    moved_ids = list(Face.objects.filter(identity_id=merged.pk).values_list("pk", flat=True))
+    # Locking the faces re-checks each one a concurrent relabel held: a face relabelled away
+    # meanwhile is neither moved nor listed.
+    moved_ids = list(Face.objects.select_for_update().filter(identity_id=merged.pk).order_by("pk")
+                     .values_list("pk", flat=True))
     Face.objects.filter(pk__in=moved_ids).update(identity_id=survivor.pk)
     repointed = Identity.objects.filter(merged_into_id=merged.pk).update(merged_into_id=survivor.pk)
     merged.merged_into = survivor
