@@ -12,14 +12,21 @@ Accepted line forms (blank lines and lines starting with '#' are skipped):
                           un-escaped like the path, is the identity, so an export imports
                           back as it was
 Fields are stripped of surrounding whitespace. The file is read as bytes and decoded line by
-line, so one line that is not UTF-8 is reported without losing the others.
+line, so one line that is not UTF-8 is reported without losing the others. A label may take
+MAX_NAME_BYTES in UTF-8 and a line MAX_LINE_BYTES: a longer one is reported by its number and
+skipped, and reading it costs no more memory than the bound.
 """
 from __future__ import annotations
 
 import os
 from typing import BinaryIO, Iterable, Iterator, NamedTuple
 
-from .scan import FileProblem, Progress, Rejected, RootGuard, ScanResult, tick
+from .scan import MAX_NAME_BYTES, FileProblem, Progress, Rejected, RootGuard, ScanResult, longer_than, tick
+
+# The longest line read, in bytes before its line break: far above any line an import can
+# store (a path of MAX_PATH_BYTES, a label of MAX_NAME_BYTES), and small enough that one
+# line without a newline in a huge file costs no memory to speak of.
+MAX_LINE_BYTES = 16_384
 
 
 class ListLine(NamedTuple):
@@ -88,12 +95,34 @@ def parse_list_line(text: str) -> tuple[str, str]:
         raise MalformedLine("empty path")
     if not label:
         raise MalformedLine("empty label")
+    if longer_than(label, MAX_NAME_BYTES):
+        raise MalformedLine(f"label longer than {MAX_NAME_BYTES} bytes")
     return path, label
 
 
-def iter_list_lines(stream: BinaryIO) -> Iterator[ListLine]:
+def _bounded_lines(stream: BinaryIO, max_bytes: int) -> Iterator[bytes | None]:
+    """Each line of `stream` with its line break, or None for a line of more than `max_bytes`
+    before its break; such a line is read on and dropped in pieces of that size, never held
+    whole (iterating the stream would hold a 512 MB file without newlines at once)."""
+    readline = stream.readline
+    while True:
+        raw = readline(max_bytes + 1)
+        if not raw:
+            return
+        if len(raw) <= max_bytes or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = readline(max_bytes + 1)
+        yield None
+
+
+def iter_list_lines(stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[ListLine]:
     """Every entry and every malformed line of a binary stream, with 1-based line numbers."""
-    for lineno, raw in enumerate(stream, 1):
+    for lineno, raw in enumerate(_bounded_lines(stream, max_line_bytes), 1):
+        if raw is None:
+            yield ListLine(lineno, None, None, f"line longer than {max_line_bytes} bytes")
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -110,13 +139,21 @@ def iter_list_lines(stream: BinaryIO) -> Iterator[ListLine]:
         yield ListLine(lineno, path, label)
 
 
-def read_file_list(path: str | os.PathLike) -> Iterator[ListLine]:
+def read_file_list(path: str | os.PathLike, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[ListLine]:
     with open(path, "rb") as stream:
-        yield from iter_list_lines(stream)
+        yield from iter_list_lines(stream, max_line_bytes=max_line_bytes)
+
+
+_SHOWN_PATH_CHARS = 200
+
+
+def _shown_path(path: str) -> str:
+    # A refused path is quoted in the report; one of thousands of characters is cut short.
+    return path if len(path) <= _SHOWN_PATH_CHARS else path[:_SHOWN_PATH_CHARS] + "..."
 
 
 def scan_file_list(list_path: str | os.PathLike, root: str | os.PathLike, *, verify_images: bool = False,
-                   progress: Progress | None = None) -> ScanResult:
+                   progress: Progress | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> ScanResult:
     """Every importable image named by a file list, paths relative to `root` (or absolute
     inside it). A path listed twice is refused the second time, however it is spelled."""
     guard = RootGuard(root, verify_images=verify_images)
@@ -124,7 +161,8 @@ def scan_file_list(list_path: str | os.PathLike, root: str | os.PathLike, *, ver
     relative, inspect = guard.relative, guard.inspect
     first_line: dict[str, int] = {}
     shared_labels: dict[str, str] = {}  # one string object per identity, not one per face
-    for count, (lineno, path, label, problem) in enumerate(read_file_list(list_path), 1):
+    lines = read_file_list(list_path, max_line_bytes=max_line_bytes)
+    for count, (lineno, path, label, problem) in enumerate(lines, 1):
         tick(progress, count)
         if problem is not None:
             result.rejected.append((f"line {lineno}", problem))
@@ -136,7 +174,7 @@ def scan_file_list(list_path: str | os.PathLike, root: str | os.PathLike, *, ver
                 raise Rejected(f"duplicate of line {earlier}")
             size = inspect(rel)
         except FileProblem as exc:
-            result.problem(f"line {lineno}: {path}", exc)
+            result.problem(f"line {lineno}: {_shown_path(path)}", exc)
             continue
         result.paths.append(rel)
         result.labels.append(shared_labels.setdefault(label, label))

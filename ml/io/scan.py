@@ -15,7 +15,9 @@ Cost at a million files decides the shape of the checks:
   (a whole 1M-line file list scans in ~17 s on the 2-core dev machine);
 - a full decode with Pillow happens only with verify_images (it costs milliseconds a file).
 Hidden names (starting with '.': .DS_Store, AppleDouble '._x.jpg', .git) are skipped silently
-by folder scans; file lists are taken as written.
+by folder scans; file lists are taken as written. One hostile entry never stops a scan: a name
+that is not UTF-8 (reported with its bytes as \\xNN), a symlink loop, a path over
+MAX_PATH_BYTES are each refused and counted.
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXE
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _UNRESOLVED = object()
 _PROGRESS_EVERY = 10_000
+# The longest face path and identity name an import stores, in UTF-8 bytes. Postgres refuses
+# a btree index entry over 2,704 bytes (face paths and identity names are unique per source),
+# and text such as random names does not compress: longer entries are refused one by one.
+MAX_PATH_BYTES = 2048
+MAX_NAME_BYTES = 1024
 # progress(stage, done, total or None); the scans report stage "scan" every 10,000 entries.
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -127,6 +134,25 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+def shown_name(name: str) -> str:
+    """A file name as text a database stores and a person reads: bytes that are not UTF-8
+    (lone surrogates from os.scandir) written as \\xNN, so b"bad\\xff.pgm" shows as bad\\xff.pgm."""
+    return name if _is_utf8(name) else os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def longer_than(text: str, max_bytes: int) -> bool:
+    """Whether `text` takes more than `max_bytes` in UTF-8 (a character takes at most 4, so
+    short text is never encoded: this runs once per face)."""
+    return len(text) > max_bytes // 4 and len(text.encode("utf-8", "surrogatepass")) > max_bytes
+
+
+def _link_problem(exc: OSError) -> FileProblem:
+    # Following a symlink loop fails with ELOOP: that entry is refused, the scan goes on.
+    if exc.errno == errno.ELOOP:
+        return Rejected("symlink loop")
+    return Unreadable(f"cannot read: {exc.strerror}")
+
+
 class RootGuard:
     """Turns paths into canonical root-relative paths and inspects the files they name,
     refusing anything that leaves the resolved root."""
@@ -164,7 +190,10 @@ class RootGuard:
             rel_dir = self._dirs[head] = self._relative_dir(head)
         if rel_dir is None:
             raise Rejected("path leaves the root")
-        return rel_dir + name
+        relative = rel_dir + name
+        if longer_than(relative, MAX_PATH_BYTES):
+            raise Rejected(f"path longer than {MAX_PATH_BYTES} bytes")
+        return relative
 
     def _open(self, full: str) -> int:
         if not _NOFOLLOW and os.path.islink(full):  # platforms without O_NOFOLLOW
@@ -187,6 +216,8 @@ class RootGuard:
         except (FileNotFoundError, NotADirectoryError):
             raise Rejected("broken symlink") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise Rejected("symlink loop") from None
             raise Unreadable(f"cannot open: {exc.strerror}") from None
 
     def inspect(self, relative: str) -> int:
@@ -236,10 +267,16 @@ def _scan_identity(folder: str, identity: str) -> Iterator[FolderEntry]:
         name = entry.name
         if name.startswith("."):
             continue
-        where = f"{identity}/{name}"
+        where = f"{identity}/{shown_name(name)}"
         if not _is_utf8(name):
             yield FolderEntry(where, None, Rejected("name is not valid UTF-8"))
-        elif entry.is_dir():
+            continue
+        try:
+            nested = entry.is_dir()
+        except OSError as exc:
+            yield FolderEntry(where, None, _link_problem(exc))
+            continue
+        if nested:
             yield FolderEntry(where, None, Rejected("nested folder, not imported"))
         else:
             yield FolderEntry(where, identity)
@@ -255,14 +292,19 @@ def walk_folder(root: str | os.PathLike) -> Iterator[FolderEntry]:
         if name.startswith("."):
             continue
         if not _is_utf8(name):
-            yield FolderEntry(name, None, Rejected("name is not valid UTF-8"))
+            yield FolderEntry(shown_name(name), None, Rejected("name is not valid UTF-8"))
             continue
         if entry.is_symlink():
             target = os.path.realpath(entry.path)
             if target != real_root and not target.startswith(prefix):
                 yield FolderEntry(name, None, Rejected("symlink leaves the root"))
                 continue
-        if entry.is_dir():
+        try:
+            is_folder = entry.is_dir()
+        except OSError as exc:
+            yield FolderEntry(name, None, _link_problem(exc))
+            continue
+        if is_folder:
             yield from _scan_identity(entry.path, name)
         else:
             yield FolderEntry(name, None, Rejected("file outside an identity folder"))

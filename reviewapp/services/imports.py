@@ -17,11 +17,12 @@ import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from typing import Callable
 
 from django.db import connection, transaction
 
 from ml.io.filelist import scan_file_list
-from ml.io.scan import Progress, ScanResult, scan_folder, scan_recordio
+from ml.io.scan import Progress, ScanResult, scan_folder, scan_recordio, shown_name
 
 from ..models import Dataset, Decision, Face, Identity, Source
 
@@ -91,6 +92,14 @@ class ImportReport:
 
 def _locate(fmt: str, path: str, root: str | None) -> tuple[str, str]:
     """(resolved root, resolved .rec or "") for an import, or ImportImpossible."""
+    located = _locate_paths(fmt, path, root)
+    for found in located:
+        if shown_name(found) != found:  # the source row stores both; no column holds such bytes
+            raise ImportImpossible(f"{shown_name(found)} is not valid UTF-8; rename it to import from it")
+    return located
+
+
+def _locate_paths(fmt: str, path: str, root: str | None) -> tuple[str, str]:
     if fmt == "folder":
         if not os.path.isdir(path):
             raise ImportImpossible(f"{path} is not a folder")
@@ -332,13 +341,16 @@ def dataset_import(
     progress: Progress | None = None,
     actor: str = "cli",
     user=None,
+    then: Callable[[Dataset, ImportReport], None] | None = None,
 ) -> ImportReport:
     """Import faces from `path` into dataset `name` (created, or re-used for a re-import), or
     with `into` into an existing dataset (then `name` is not used) as source `source`.
 
     fmt: "folder" (PATH/<identity>/<image>), "list" (file list; paths relative to `root`,
     by default the list's folder) or "recordio" (an InsightFace train.rec, or its folder).
-    Raises ImportImpossible when nothing can be imported at all.
+    Raises ImportImpossible when nothing can be imported at all. `then(dataset, report)` runs
+    last inside the import's transaction (after the scan, which stays outside it): whatever
+    it writes commits with the import, and if it raises, the import is rolled back whole.
     """
     started = time.monotonic()
     if fmt not in FORMATS:
@@ -384,5 +396,7 @@ def dataset_import(
         Decision.objects.create(
             action=Decision.Action.IMPORT, actor=actor, user=user, dataset=dataset, after=report.summary()
         )
+        if then is not None:
+            then(dataset, report)
     report.seconds = time.monotonic() - started
     return report

@@ -167,3 +167,39 @@ def test_faceclean_export_lines_parse_to_path_and_name():
     assert parse_list_line("tab\\there/0.jpg\t3\tJos\\\\e\\tA") == ("tab\there/0.jpg", "Jos\\e\tA")
     # InsightFace .lst (integer first field) is still read as before.
     assert parse_list_line("7\ta/b.jpg\t12.000000") == ("a/b.jpg", "12")
+
+
+def test_a_label_longer_than_the_documented_maximum_is_a_malformed_line():
+    from ml.io.scan import MAX_NAME_BYTES
+
+    assert parse_list_line("a.jpg " + "x" * MAX_NAME_BYTES) == ("a.jpg", "x" * MAX_NAME_BYTES)
+    with pytest.raises(MalformedLine, match=f"label longer than {MAX_NAME_BYTES} bytes"):
+        parse_list_line("a.jpg\t" + "\u00e9" * MAX_NAME_BYTES)  # 2 bytes a character in UTF-8
+
+
+@pytest.mark.parametrize("tail", [b"", b"\nb.jpg bob\n"])
+def test_an_overlong_line_is_reported_by_number_in_bounded_memory(tail):
+    import tracemalloc
+
+    huge = b"x" * (4 << 20)  # 4 MB, no newline of its own
+    data = b"a.jpg alice\n" + huge + tail
+    stream = io.BufferedReader(io.BytesIO(data))
+    del huge
+    tracemalloc.start()
+    try:
+        lines = list(iter_list_lines(stream, max_line_bytes=1024))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 10, f"peak {peak} bytes while reading one line"
+    assert lines[:2] == [
+        (1, "a.jpg", "alice", None),
+        (2, None, None, "line longer than 1024 bytes"),
+    ]
+    assert lines[2:] == ([(3, "b.jpg", "bob", None)] if tail else [])
+
+
+def test_a_line_of_exactly_the_bound_is_read():
+    line = b"a.jpg " + b"x" * 1018  # 1024 bytes before the newline
+    assert [l.label for l in iter_list_lines(io.BytesIO(line + b"\n"), max_line_bytes=1024)] == ["x" * 1018]
+    assert [l.label for l in iter_list_lines(io.BytesIO(line), max_line_bytes=1024)] == ["x" * 1018]
