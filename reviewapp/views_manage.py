@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .access import access_dataset, access_job, access_round, dataset_role
+from .json_bounds import JSONTooDeep, loads_bounded
 from .models import Membership, Round
 from .selectors import manage as selectors
 from .services import jobs as job_services
@@ -50,9 +51,11 @@ class RoundStartForm(forms.Form):
         if not text:
             return {}
         try:
-            value = json.loads(text)
+            value = loads_bounded(text)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
+        except JSONTooDeep as exc:
+            raise forms.ValidationError(f"JSON {exc}")
         if not isinstance(value, dict):
             raise forms.ValidationError("the settings must be a JSON object { ... }")
         return value

@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
@@ -21,6 +21,7 @@ from ..services.labels import LabelConflict
 from ..services.rounds import RoundConflict, round_cancel, round_start
 from . import filters, queries
 from .pagination import HighestScoreFirst, NewestFirst
+from .parsers import BoundedJSONParser
 from .serializers import (
     ConflictResponse, DatasetSerializer, DecideRequest, DecisionSerializer, ErrorResponse, ExportStartRequest,
     FaceSerializer, FlagSerializer, IdentitySerializer, JobSerializer, RoundSerializer,
@@ -38,8 +39,8 @@ class ApiViewSet(viewsets.GenericViewSet):
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
     # No multipart: the API takes no uploads. DRF reads these two through request.body, so
-    # DATA_UPLOAD_MAX_MEMORY_SIZE applies (a larger body is a 400).
-    parser_classes = [JSONParser, FormParser]
+    # DATA_UPLOAD_MAX_MEMORY_SIZE applies (a larger body is a 400); JSON nesting is bounded too.
+    parser_classes = [BoundedJSONParser, FormParser]
     filter_backends = [DjangoFilterBackend]
     pagination_class = NewestFirst
     lookup_value_regex = r"[0-9]+"

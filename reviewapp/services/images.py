@@ -54,11 +54,21 @@ def face_image_bytes(*, face: Face) -> tuple[bytes, str]:
             return data, content_type
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if _beyond_budget(image):
+                raise Http404("Image is too large to convert")
             out = io.BytesIO()
             image.save(out, format="PNG")
     except (OSError, ValueError, Image.DecompressionBombError):
         raise Http404("Image cannot be decoded") from None
     return out.getvalue(), "image/png"
+
+
+def _beyond_budget(image: Image.Image) -> bool:
+    """Whether decoding image (as opened, or as drafted) would exceed settings.IMAGE_MAX_PIXELS.
+    Image.open reads only the header, so this costs nothing: a 12000x12000 PNG of 420 KB on disk
+    is 430 MB decoded, and Pillow's own bomb limit (179 Mpx) lets it through."""
+    width, height = image.size
+    return width * height > settings.IMAGE_MAX_PIXELS
 
 
 def _unreadable_placeholder() -> bytes:
@@ -71,6 +81,21 @@ def _unreadable_placeholder() -> bytes:
     return out.getvalue()
 
 
+@lru_cache(maxsize=1)
+def too_large_placeholder() -> bytes:
+    """The thumbnail of an image beyond the pixel budget: a grey tile with an amber frame (not the
+    red cross of an unreadable one: the file is fine, only too big to decode here)."""
+    image = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (60, 60, 60))
+    ImageDraw.Draw(image).rectangle((4, 4, THUMBNAIL_SIZE - 5, THUMBNAIL_SIZE - 5), outline=(230, 160, 30), width=4)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def thumbnail_path(face_id: int) -> Path:
     # Sharded so that no directory holds more than 1,000 thumbnails.
     return settings.THUMBNAIL_ROOT / str(face_id // 1000) / f"{face_id}.jpg"
@@ -78,7 +103,9 @@ def thumbnail_path(face_id: int) -> Path:
 
 def face_thumbnail_bytes(*, face: Face) -> bytes:
     """A 112x112 JPEG of the face, made once and cached on disk; an unreadable image gets a
-    crossed-out placeholder (not cached, so that a repaired file shows up)."""
+    crossed-out placeholder, one beyond the pixel budget a framed one (neither cached, so that a
+    repaired or replaced file shows up). Decoding is bounded: a JPEG decodes at the smallest DCT
+    scale that still covers 112x112 (draft), anything else only when within the budget."""
     path = thumbnail_path(face.pk)
     try:
         return path.read_bytes()
@@ -86,12 +113,17 @@ def face_thumbnail_bytes(*, face: Face) -> bytes:
         pass
     try:
         with Image.open(io.BytesIO(face_bytes(face=face))) as image:
+            image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG only; a no-op otherwise
+            if _beyond_budget(image):
+                raise _TooLarge
             image = image.convert("RGB")
             image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
             canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (0, 0, 0))
             canvas.paste(image, ((THUMBNAIL_SIZE - image.width) // 2, (THUMBNAIL_SIZE - image.height) // 2))
             out = io.BytesIO()
             canvas.save(out, format="JPEG", quality=88)
+    except _TooLarge:
+        return too_large_placeholder()
     except (Http404, OSError, ValueError, Image.DecompressionBombError):
         return _unreadable_placeholder()
     data = out.getvalue()

@@ -16,10 +16,12 @@ RoundFaceDataset addresses them all by dataset index.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -342,10 +344,69 @@ def round_mining_config(round_config: Mapping[str, Any]):
     mining = round_config.get("mining", {})
     if not isinstance(mining, Mapping):
         raise ValueError("config 'mining' must be an object of mining settings")
+    _check_setting_types(mining, MiningConfig, "mining.")
     try:
         return MiningConfig(**mining)
     except TypeError as exc:  # an unknown keyword
         raise ValueError(f"config 'mining': {exc}") from None
+
+
+# What each kind of setting must be, as the message says it. JSON has no int/float split, so a
+# whole number serves where a number is asked for; true/false never serve as numbers.
+_KINDS = {
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+    dict: ("an object", lambda v: isinstance(v, Mapping)),
+}
+_SIZE = ("an integer, a pair of integers or null",
+         lambda v: v is None or _KINDS[int][1](v)
+         or (isinstance(v, list) and len(v) == 2 and all(_KINDS[int][1](x) for x in v)))
+# data.transform is a free dict in TrainConfig; these are the options ml.data.transforms reads.
+_TRANSFORM_KINDS = {"crop": _SIZE, "size": _SIZE, "flip": _KINDS[bool]}
+
+
+def _kind_of(hint) -> tuple[str, Any] | None:
+    """(description, check) for a TrainConfig field's type, or None when not checked here."""
+    args = typing.get_args(hint)
+    if type(None) in args and len(args) == 2:
+        inner = _kind_of(next(a for a in args if a is not type(None)))
+        if inner is None:
+            return None
+        return f"{inner[0]} or null", lambda v, check=inner[1]: v is None or check(v)
+    return _KINDS.get(hint)
+
+
+def _check_setting_types(values: Mapping[str, Any], cls, prefix: str = "") -> None:
+    """Each training setting of Round.config has its TrainConfig field's type (load_config takes
+    any literal, and a string epochs fails only in the worker, or as a TypeError here). Unknown
+    keys are left to load_config, which names them."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config {name!r} must be an object of settings, not {value!r}")
+            _check_setting_types(value, hint, f"{name}.")
+            continue
+        kind = _kind_of(hint)
+        if kind is not None and not kind[1](value):
+            raise ValueError(f"config {name!r} must be {kind[0]}, not {value!r}")
+        if name == "data.transform":
+            for option, (what, check) in _TRANSFORM_KINDS.items():
+                if option in value and not check(value[option]):
+                    raise ValueError(f"config '{name}.{option}' must be {what}, not {value[option]!r}")
+
+
+def training_setting_types_check(round_config: Mapping[str, Any]) -> None:
+    """Raises ValueError naming the first training setting of the wrong type."""
+    from ml.train.config import TrainConfig
+
+    _check_setting_types({k: v for k, v in round_config.items() if k not in ROUND_KEYS}, TrainConfig)
 
 
 def clean_round_config(method: str, round_config: Mapping[str, Any] | None) -> dict:
@@ -379,6 +440,11 @@ def clean_round_config(method: str, round_config: Mapping[str, Any] | None) -> d
         check_embeddings_file(round_config["embeddings"], round_config.get("paths"))
         return round_config
     round_preset(round_config, cuda=False)  # a bad "preset" fails here, on any host
-    if round_train_config(method, round_config).stop_at_step is not None:
+    training_setting_types_check(round_config)
+    try:
+        train_config = round_train_config(method, round_config)
+    except TypeError as exc:  # a value of the right type the config still cannot use
+        raise ValueError(f"config: {exc}") from None
+    if train_config.stop_at_step is not None:
         raise ValueError("stop_at_step would end training early: a round needs a complete run")
     return round_config

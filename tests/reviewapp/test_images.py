@@ -105,3 +105,58 @@ def test_dataset_list_shows_only_member_datasets_and_escapes_names(client, user,
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<script>alert(1)" not in body
     assert "someone-elses" not in body
+
+
+# -- bounded decoding (issue 10, item 9) -------------------------------------------------------------
+
+@pytest.fixture
+def huge_png_face(db, tmp_path):
+    # 8000x8000 of one colour: 64 Mpx in memory, a few hundred KB on disk. Under Pillow's own
+    # bomb limit (179 Mpx), so only the app's pixel budget stops it.
+    Image.new("L", (8000, 8000), 200).save(tmp_path / "huge.png", optimize=False)
+    return FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="huge.png")
+
+
+def test_an_image_beyond_the_pixel_budget_gets_the_too_large_placeholder_undecoded(
+        client, staff, huge_png_face, settings, monkeypatch):
+    from reviewapp.services import images
+
+    settings.IMAGE_MAX_PIXELS = 1_000_000
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real_load(self))
+    response = _login(client, staff).get(f"/faces/{huge_png_face.pk}/thumbnail")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert response.content == images.too_large_placeholder()
+    assert (8000, 8000) not in decoded  # only the header was read
+    # Not cached: the placeholder says nothing about the face, and a replaced file should show.
+    assert not (settings.THUMBNAIL_ROOT / "0" / f"{huge_png_face.pk}.jpg").exists()
+
+
+def test_a_large_jpeg_is_decoded_at_a_reduced_scale_within_the_budget(client, staff, db, tmp_path, settings):
+    # 4000x4000 = 16 Mpx on disk, but JPEG's DCT scaling decodes it at 500x500 for a thumbnail.
+    Image.new("RGB", (4000, 4000), (10, 120, 200)).save(tmp_path / "big.jpg", quality=50)
+    face = FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="big.jpg")
+    settings.IMAGE_MAX_PIXELS = 1_000_000
+    response = _login(client, staff).get(f"/faces/{face.pk}/thumbnail")
+    image = Image.open(io.BytesIO(response.content))
+    assert image.size == (112, 112)
+    r, g, b = image.convert("RGB").getpixel((56, 56))
+    assert abs(r - 10) < 8 and abs(g - 120) < 8 and abs(b - 200) < 8
+
+
+def test_a_non_browser_image_beyond_the_budget_is_not_converted(client, staff, db, tmp_path, settings):
+    Image.new("L", (2000, 2000), 128).save(tmp_path / "big.pgm")
+    face = FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="big.pgm")
+    settings.IMAGE_MAX_PIXELS = 1_000_000
+    response = _login(client, staff).get(f"/faces/{face.pk}/image")
+    assert response.status_code == 404
+
+
+def test_a_made_thumbnail_is_served_from_its_cache_the_second_time(client, staff, folder_face, monkeypatch):
+    from reviewapp.services import images
+
+    first = _login(client, staff).get(f"/faces/{folder_face.pk}/thumbnail").content
+    monkeypatch.setattr(images, "face_bytes", lambda **kw: pytest.fail("the image was read again"))
+    second = client.get(f"/faces/{folder_face.pk}/thumbnail")
+    assert second.status_code == 200 and second.content == first
