@@ -32,3 +32,14 @@ def user(db, django_user_model):
 @pytest.fixture
 def staff(db, django_user_model):
     return django_user_model.objects.create_user(username="boss", password="pw-boss-1", is_staff=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Sign-in and API throttle counters live in the cache: a suite's hundreds of anonymous
+    requests must not add up to a 429 in some later test."""
+    from django.core.cache import caches
+
+    for cache in caches.all():
+        cache.clear()
+    yield
