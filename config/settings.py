@@ -212,6 +212,9 @@ ROUND_STALE_SECONDS = int(os.environ.get("ROUND_STALE_SECONDS", "120"))
 FLAG_CLAIM_SECONDS = int(os.environ.get("FLAG_CLAIM_SECONDS", "1800"))
 # A background job (import, export) whose heartbeat is older than this is reported dead.
 JOB_STALE_SECONDS = int(os.environ.get("JOB_STALE_SECONDS", "60"))
+# Every worker sweeps this often (reviewapp.tasks): dead workers' rounds and jobs are taken over
+# or failed, and rows queued while the broker was down are sent.
+RECOVERY_SWEEP_SECONDS = float(os.environ.get("RECOVERY_SWEEP_SECONDS", "30"))
 # A round that killed its worker this many times is failed instead of retried.
 ROUND_MAX_ATTEMPTS = int(os.environ.get("ROUND_MAX_ATTEMPTS", "3"))
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")

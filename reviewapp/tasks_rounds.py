@@ -8,8 +8,9 @@ claim -> training -> extracting -> mining -> publish, all in RUNS_ROOT/round-<id
 Reliability: the task is acknowledged late, and the Round row's claim (services.rounds) decides
 who works, so a redelivered or duplicated message does nothing while the round is alive. A
 worker that dies leaves a checkpoint and a stale heartbeat; rounds_recover(), run when a worker
-starts and after each round, queues such rounds again and the next worker resumes them from
-their run folder (training from its latest checkpoint, extraction from its last flushed batch).
+starts and after each round, and rounds_sweep(), run periodically by every rounds worker (a
+timer in reviewapp.tasks), queue such rounds again and a live worker resumes them from their
+run folder (training from its latest checkpoint, extraction from its last flushed batch).
 RUNS_ROOT must therefore be shared by all workers that serve the rounds queue.
 
 The heartbeat runs in its own thread, so a round proves it is alive however long a training
@@ -30,6 +31,7 @@ import shutil
 import socket
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +59,7 @@ from .services.round_data import (
 from .services.rounds import (
     ACTIVE,
     ROUNDS_QUEUE,
+    RUNNING,
     first_stage,
     round_advance,
     round_claim,
@@ -505,8 +508,49 @@ def recover_rounds_task() -> int:
     return rounds_recover()
 
 
-def enqueue_round(round_id: int, countdown: float | None = None) -> None:
-    run_round_task.apply_async(kwargs={"round_id": round_id}, queue=ROUNDS_QUEUE, countdown=countdown)
+def enqueue_round(round_id: int, countdown: float | None = None, expires: float | None = None) -> None:
+    run_round_task.apply_async(kwargs={"round_id": round_id}, queue=ROUNDS_QUEUE, countdown=countdown,
+                               expires=expires)
+
+
+def try_enqueue_round(round_id: int) -> bool:
+    """Send a new round's task. With the broker unreachable the round stays queued, committed,
+    and the periodic sweep (rounds_sweep) sends it once the broker is back: starting a round
+    never fails on the broker. False when it was not sent."""
+    try:
+        enqueue_round(round_id)
+    except Exception as exc:  # kombu's OperationalError, a refused or reset connection, ...
+        log.warning("round %s stays queued, the broker is unreachable (%s); the sweep sends it later", round_id, exc)
+        return False
+    return True
+
+
+def rounds_sweep() -> int:
+    """The periodic recovery every rounds worker runs (reviewapp.tasks): send a task for each
+    round that a live worker may claim right now, so that an idle worker takes over a dead
+    one's round within the stale limit plus one sweep period. Claimable: running with a stale
+    heartbeat, or queued for longer than a period (its message may be lost: the broker was down
+    when it was started). Copies expire after two periods, so they do not pile up behind a busy
+    worker, and one that finds the round alive does nothing (round_claim). Returns how many
+    were sent; none while the broker is down (the next sweep tries again)."""
+    from .services.jobs import sweep_seconds
+
+    period, now = sweep_seconds(), timezone.now()
+    stale_before = now - timedelta(seconds=stale_seconds())
+    claimable = (Round.objects.filter(status__in=RUNNING, heartbeat_at__lt=stale_before)
+                 | Round.objects.filter(status__in=RUNNING, heartbeat_at__isnull=True)
+                 | Round.objects.filter(status=Round.Status.QUEUED, created_at__lt=now - timedelta(seconds=period)))
+    sent = 0
+    for round_id in claimable.order_by("pk").values_list("pk", flat=True):
+        try:
+            enqueue_round(round_id, expires=2 * period)
+        except Exception as exc:
+            log.warning("recovery could not reach the broker (%s); the next sweep tries again", exc)
+            break
+        sent += 1
+    if sent:
+        log.info("sweep: sent %d round(s) a live worker may take over", sent)
+    return sent
 
 
 def rounds_recover() -> int:
@@ -529,7 +573,7 @@ def rounds_recover() -> int:
 
 @worker_ready.connect
 def _recover_on_worker_start(sender=None, **kwargs) -> None:
-    if ROUNDS_QUEUE not in _consumed_queues(sender):
+    if ROUNDS_QUEUE not in consumed_queues(sender):
         return
     try:
         rounds_recover()
@@ -539,7 +583,7 @@ def _recover_on_worker_start(sender=None, **kwargs) -> None:
         connection.close()
 
 
-def _consumed_queues(consumer) -> set[str]:
+def consumed_queues(consumer) -> set[str]:
     try:
         return {q.name for q in consumer.task_consumer.queues}
     except AttributeError:

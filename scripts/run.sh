@@ -30,7 +30,8 @@ else
 fi
 
 # Two workers: imports and exports beside a long round, and the round in a solo pool whose
-# process may start DataLoader workers (a prefork child is a daemon and may not).
+# process may start DataLoader workers (a prefork child is a daemon and may not). Each runs the
+# periodic recovery sweep itself (reviewapp.tasks, every RECOVERY_SWEEP_SECONDS): no beat to start.
 .venv/bin/celery -A config worker --loglevel INFO --concurrency 1 -Q default -n "default@%h" &
 default_worker=$!
 .venv/bin/celery -A config worker --loglevel INFO --pool solo -Q rounds -n "rounds@%h" &

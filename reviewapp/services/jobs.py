@@ -4,8 +4,9 @@ exporting the cleaned dataset (list or RecordIO) with its decisions for download
 A Job row is the source of truth. The Celery task (reviewapp.tasks.run_job_task) claims a
 queued job with a conditional update, so a duplicate delivery does nothing; while it works, a
 thread writes a heartbeat (and the import's progress) into Job.result. A running job whose
-heartbeat is older than stale_seconds() lost its worker: job_check() / jobs_fail_stale() mark
-it failed with a message saying so, instead of showing it running forever.
+heartbeat is older than stale_seconds() lost its worker: the sweep every worker runs
+(jobs_sweep, every sweep_seconds()) marks it failed with a message saying so, instead of showing
+it running forever, and sends again a queued job whose message was lost (the broker was down).
 
 Paths: an import reads only under settings.DATA_ROOT (path_under_root: no "..", symlinks
 resolved, the result inside the root); an export writes only to EXPORT_ROOT/<job id>/, and a
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path, PurePath
 
 from django.conf import settings
@@ -89,10 +90,24 @@ def export_file(job: Job, part: int = 0) -> Path | None:
 
 # -- starting ---------------------------------------------------------------------------------------
 
-def _enqueue(job_id: int) -> None:
+def sweep_seconds() -> float:
+    """How often each worker sweeps (reviewapp.tasks): fails jobs whose worker died, sends
+    queued jobs whose message was lost. Settings win over the environment."""
+    return float(getattr(settings, "RECOVERY_SWEEP_SECONDS", os.environ.get("RECOVERY_SWEEP_SECONDS", 30)))
+
+
+def _enqueue(job_id: int, expires: float | None = None) -> bool:
+    """Send the job's task. With the broker unreachable the job stays queued, committed, and
+    the periodic sweep (jobs_requeue_lost) sends it once the broker is back: starting a job
+    never fails on the broker. False when it was not sent."""
     from ..tasks import run_job_task  # the task module imports this one
 
-    run_job_task.apply_async(kwargs={"job_id": job_id})
+    try:
+        run_job_task.apply_async(kwargs={"job_id": job_id}, expires=expires)
+    except Exception as exc:  # kombu's OperationalError, a refused or reset connection, ...
+        log.warning("job %s stays queued, the broker is unreachable (%s); the sweep sends it later", job_id, exc)
+        return False
+    return True
 
 
 @transaction.atomic
@@ -162,11 +177,17 @@ def job_finish(*, job_id: int, worker: str, result: dict, file: str = "", datase
     return bool(Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, result__worker=worker).update(**fields))
 
 
+def _storable(text: str) -> str:
+    # Text from the file system may hold lone surrogates (bytes that are not UTF-8), which no
+    # database column or JSON value accepts: they are written as \\udcNN instead.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def job_fail(*, job_id: int, error: str, worker: str | None = None) -> bool:
     jobs = Job.objects.filter(pk=job_id, status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
     if worker is not None:
         jobs = jobs.filter(result__worker=worker)
-    return bool(jobs.update(status=Job.Status.FAILED, error=error[:4000], finished_at=timezone.now()))
+    return bool(jobs.update(status=Job.Status.FAILED, error=_storable(error)[:4000], finished_at=timezone.now()))
 
 
 def heartbeat_age(job: Job) -> float | None:
@@ -203,6 +224,29 @@ def jobs_fail_stale() -> int:
     for job_id in Job.objects.filter(status=Job.Status.RUNNING).values_list("pk", flat=True):
         failed += job_check(job_id=job_id).status == Job.Status.FAILED
     return failed
+
+
+def jobs_requeue_lost() -> int:
+    """Send again every job queued for longer than a sweep period: its message may have been
+    lost (the broker was down when it was started, or went down with it). A copy that finds
+    the job taken does nothing (job_claim), and one not taken within two periods expires, so
+    copies do not pile up behind a busy worker. Returns how many were sent."""
+    period = sweep_seconds()
+    waiting = Job.objects.filter(status=Job.Status.QUEUED,
+                                 created_at__lt=timezone.now() - timedelta(seconds=period))
+    sent = 0
+    for job_id in waiting.values_list("pk", flat=True):
+        if not _enqueue(job_id, expires=2 * period):
+            break  # the broker is down: the next sweep tries again
+        sent += 1
+    return sent
+
+
+def jobs_sweep() -> dict:
+    """The periodic sweep of jobs, run by every worker that serves them: a running job whose
+    worker stopped reporting is failed (so the API and the page both say so), a queued job
+    whose message may be lost is sent again."""
+    return {"failed": jobs_fail_stale(), "queued": jobs_requeue_lost()}
 
 
 class _Heartbeat:
@@ -263,16 +307,19 @@ def _run_import(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
     if Dataset.objects.filter(name=params["name"]).exists():
         raise ValueError(f"a dataset named {params['name']!r} was created meanwhile; choose another name")
     user = job.created_by
-    report = dataset_import(path=params["path"], name=params["name"], fmt=params["format"], user=user,
-                            actor=user.get_username() if user else "worker", progress=heartbeat.report)
-    result = {**report.summary(), "problems": [f"{where}: {reason}" for where, reason in
-                                               (report.unreadable + report.rejected)[:20]]}
-    dataset = Dataset.objects.get(name=report.dataset)
-    with transaction.atomic():
+
+    def finish(dataset: Dataset, report) -> None:
+        # Runs in the import's transaction: a job that fails here (or whose worker dies) leaves
+        # no dataset behind, so a retry under the same name works.
+        result = {**report.summary(), "problems": [_storable(f"{where}: {reason}") for where, reason in
+                                                   (report.unreadable + report.rejected)[:20]]}
         if user is not None:  # the importer administers the new dataset
             membership_set(dataset=dataset, username=user.get_username(), role=Membership.Role.ADMIN)
         if not job_finish(job_id=job.pk, worker=worker, result=result, dataset=dataset):
             raise RuntimeError("the job was taken away from this worker")
+
+    dataset_import(path=params["path"], name=params["name"], fmt=params["format"], user=user,
+                   actor=user.get_username() if user else "worker", progress=heartbeat.report, then=finish)
 
 
 def export_names(dataset: Dataset, fmt: str) -> tuple[str, str]:

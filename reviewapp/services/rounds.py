@@ -116,9 +116,10 @@ def round_start(*, dataset: Dataset, method: str, config: dict | None = None, us
     except IntegrityError:
         raise RoundConflict(f"another round of {dataset.name} was started at the same time") from None
     if enqueue:
-        from ..tasks_rounds import enqueue_round  # the task module imports this one
+        from ..tasks_rounds import try_enqueue_round  # the task module imports this one
 
-        transaction.on_commit(lambda: enqueue_round(round_.pk))
+        # A broker outage leaves the round queued for the periodic sweep, never a failed request.
+        transaction.on_commit(lambda: try_enqueue_round(round_.pk))
     return round_
 
 
