@@ -43,9 +43,10 @@ MEDIA_ROOT = Path(os.environ.get("FACECLEAN_MEDIA_ROOT", VAR_DIR / "media")).res
 THUMBNAIL_ROOT = MEDIA_ROOT / "thumbnails"
 EXPORT_ROOT = MEDIA_ROOT / "exports"
 RUNS_ROOT = MEDIA_ROOT / "runs"
-# The most pixels the web process decodes for one thumbnail or image conversion (25 Mpx, about
-# 75 MB as RGB); a larger image gets a placeholder. Pillow's own bomb limit is 179 Mpx.
-IMAGE_MAX_PIXELS = int(os.environ.get("IMAGE_MAX_PIXELS", "25000000"))
+# The most pixels the web process decodes for one thumbnail or image conversion; a larger image
+# gets a placeholder. One bound with --verify-images and training: defined (with its environment
+# override IMAGE_MAX_PIXELS) in ml.io.budget, since ml never imports Django.
+from ml.io.budget import IMAGE_MAX_PIXELS  # noqa: E402
 
 INSTALLED_APPS = [
     "django.contrib.admin",

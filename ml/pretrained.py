@@ -36,6 +36,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from ml.io.budget import IMAGE_MAX_PIXELS
+
 from ml.embed import (
     EMBEDDINGS_FILE,
     NORMS_FILE,
@@ -57,7 +59,7 @@ MODEL_FILES = {
     "descriptor": "dlib_face_recognition_resnet_model_v1.dat",
 }
 # A decoded image of more pixels than this is refused before decoding (a "decompression bomb").
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = IMAGE_MAX_PIXELS  # the one decoding budget (ml/io/budget.py)
 # Longer side of the image the detector sees. Detection time grows with the area; the face chip
 # the descriptor uses is 150x150, so a face of a 4000 px photo loses nothing at 1024.
 WORK_SIDE = 1024

@@ -287,6 +287,7 @@ class Decision(models.Model):
         KEEP = "keep"
         LOW_QUALITY = "low_quality"
         UNDO = "undo"
+        ROLE = "role", "Role change"  # a membership added, changed or removed: before/after {"member", "role"}
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="decisions")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

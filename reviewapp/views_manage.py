@@ -270,7 +270,9 @@ def round_chart(request, round_id: int, chart: str):
 @require_GET
 def job_detail(request, job_id: int):
     job = access_job(request.user, job_id)
-    view = selectors.job_view(job=job_services.job_check(job_id=job.pk))
+    # Read only: a job whose worker went silent is shown as such here and failed by the worker
+    # sweep (services.jobs.jobs_sweep), never by a GET.
+    view = selectors.job_view(job=job)
     template = "manage/_job.html" if request.htmx else "manage/job.html"
     return render(request, template, {"view": view, "dataset": view.job.dataset})
 

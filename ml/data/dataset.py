@@ -1,10 +1,10 @@
 """A map-style face dataset over image files or an InsightFace RecordIO.
 
 Each item is (image tensor C x H x W, label, index). An image that cannot be decoded (missing,
-truncated, not an image) comes back as (None, label, index) instead of raising, and
-`collate_faces` drops it from the batch and reports its index in `FaceBatch.skipped`. The count
-therefore survives DataLoader workers (a counter inside the dataset would stay in the worker
-process); the caller adds up `len(batch.skipped)`.
+truncated, not an image, beyond the pixel budget of ml.io.budget) comes back as (None, label,
+index) instead of raising, and `collate_faces` drops it from the batch and reports its index in
+`FaceBatch.skipped`. The count therefore survives DataLoader workers (a counter inside the
+dataset would stay in the worker process); the caller adds up `len(batch.skipped)`.
 """
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
 from ml.data.transforms import build_transform
+from ml.io.budget import over_budget
 from ml.io.recordio import RecordReader, insightface_entries, unpack_image
 
 log = logging.getLogger(__name__)
@@ -121,11 +122,17 @@ class FaceDataset(Dataset):
             return fh.read()
 
     def load_image(self, index: int) -> Image.Image | None:
-        """The decoded RGB image, or None when it cannot be read."""
+        """The decoded RGB image, upright as its EXIF orientation says, or None when it cannot be
+        read or is beyond the pixel budget (ml.io.budget; checked on the header, before decoding)."""
         try:
             image = Image.open(io.BytesIO(self.read_bytes(index)))
+            too_large = over_budget(image)
+            if too_large:
+                log.debug("image %d (%s) not decoded: %s", index, self.samples[index].location, too_large)
+                return None
             image.load()  # decode now: a truncated file fails here rather than in the transform
-            return image.convert("RGB")
+            # A phone photo is stored sideways with an EXIF orientation tag; review shows it upright.
+            return ImageOps.exif_transpose(image).convert("RGB")
         except Exception as exc:  # decoders of untrusted files raise many exception types
             log.debug("unreadable image %d (%s): %s", index, self.samples[index].location, exc)
             return None

@@ -31,6 +31,7 @@ from typing import Callable, Iterator, NamedTuple
 
 from PIL import Image
 
+from .budget import over_budget
 from .recordio import RecordReader, RecordIOError, insightface_entries, unpack_image
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "pgm", "ppm", "bmp", "gif", "webp", "tif", "tiff"})
@@ -114,9 +115,13 @@ def image_format(head: bytes) -> str | None:
 
 
 def decode_problem(source) -> str | None:
-    """Why Pillow cannot fully decode `source` (a path or binary file), or None if it can."""
+    """Why Pillow cannot fully decode `source` (a path or binary file), or None if it can. An
+    image beyond the pixel budget (ml.io.budget) is refused on its header, never decoded."""
     try:
         with Image.open(source) as image:
+            too_large = over_budget(image)
+            if too_large:
+                return too_large
             image.load()
     except Image.DecompressionBombError:
         return "image too large to decode safely"
@@ -195,11 +200,12 @@ class RootGuard:
             raise Rejected(f"path longer than {MAX_PATH_BYTES} bytes")
         return relative
 
-    def _open(self, full: str) -> int:
+    def _open(self, full: str) -> tuple[int, str | None]:
+        """(fd, the link's resolved target, or None when `full` is not a symlink)."""
         if not _NOFOLLOW and os.path.islink(full):  # platforms without O_NOFOLLOW
             return self._open_link(full)
         try:
-            return os.open(full, _OPEN_FLAGS | _NOFOLLOW)
+            return os.open(full, _OPEN_FLAGS | _NOFOLLOW), None
         except (FileNotFoundError, NotADirectoryError):
             raise Rejected("missing file") from None
         except OSError as exc:
@@ -207,12 +213,12 @@ class RootGuard:
                 return self._open_link(full)
             raise Unreadable(f"cannot open: {exc.strerror}") from None
 
-    def _open_link(self, full: str) -> int:
+    def _open_link(self, full: str) -> tuple[int, str]:
         target = os.path.realpath(full)
         if not self._inside(target):
             raise Rejected("symlink leaves the root")
         try:
-            return os.open(target, _OPEN_FLAGS)
+            return os.open(target, _OPEN_FLAGS), target
         except (FileNotFoundError, NotADirectoryError):
             raise Rejected("broken symlink") from None
         except OSError as exc:
@@ -222,8 +228,13 @@ class RootGuard:
 
     def inspect(self, relative: str) -> int:
         """The size in bytes of the image at a path from relative(); FileProblem otherwise."""
+        return self.inspect_file(relative).size
+
+    def inspect_file(self, relative: str) -> "Inspected":
+        """inspect(), also telling where a symlink led: `target` is the root-relative path of
+        the file it names (None for a plain file), so that a scan can import that file once."""
         full = self._prefix + relative
-        fd = self._open(full)
+        fd, target = self._open(full)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -241,7 +252,12 @@ class RootGuard:
             problem = decode_problem(full)
             if problem:
                 raise Unreadable(problem)
-        return info.st_size
+        return Inspected(info.st_size, None if target is None else target[len(self._prefix):])
+
+
+class Inspected(NamedTuple):
+    size: int
+    target: str | None
 
 
 class FolderEntry(NamedTuple):
@@ -371,7 +387,13 @@ def scan_folder(root: str | os.PathLike, *, verify_images: bool = False,
             earlier = first_seen.setdefault(rel, entry.path)
             if earlier != entry.path:
                 raise Rejected(f"same file as {earlier}")
-            size = guard.inspect(rel)
+            size, target = guard.inspect_file(rel)
+            # So does a symlink to another file: the file and its links count once, whichever
+            # name comes first (only links are recorded: a plain file's rel is its target).
+            if target is not None:
+                earlier = first_seen.setdefault(target, entry.path)
+                if earlier != entry.path:
+                    raise Rejected(f"same file as {earlier}")
         except FileProblem as exc:
             result.problem(entry.path, exc)
             continue

@@ -29,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 
+from ml.io.budget import IMAGE_MAX_PIXELS
+
 from ml.mining.candidate import NEAR_DUPLICATE, FlagCandidate
 
 HASH_SIZE = 32          # the pHash's grayscale side
@@ -38,7 +40,7 @@ THUMB_SIZE = 16         # the thumbnail the pixel distance is measured on
 # original, and their thumbnails differed by up to 12.6/255 (measured); from >= 128 px the
 # antialiased resize agrees to 0.5/255.
 DECODE_SIDE = 128
-MAX_PIXELS = 64_000_000  # a larger image is marked unreadable rather than decoded (a decompression bomb)
+MAX_PIXELS = IMAGE_MAX_PIXELS  # the one decoding budget (ml/io/budget.py): a larger image is unreadable
 
 
 # -- fingerprints ---------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.http import Http404
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
+from ml.io.budget import over_budget
 from ml.io.recordio import RecordIOError, RecordReader, unpack_image
 
 from ..models import Face, Source
@@ -67,8 +68,7 @@ def _beyond_budget(image: Image.Image) -> bool:
     """Whether decoding image (as opened, or as drafted) would exceed settings.IMAGE_MAX_PIXELS.
     Image.open reads only the header, so this costs nothing: a 12000x12000 PNG of 420 KB on disk
     is 430 MB decoded, and Pillow's own bomb limit (179 Mpx) lets it through."""
-    width, height = image.size
-    return width * height > settings.IMAGE_MAX_PIXELS
+    return over_budget(image, settings.IMAGE_MAX_PIXELS) is not None
 
 
 def _unreadable_placeholder() -> bytes:
@@ -116,7 +116,8 @@ def face_thumbnail_bytes(*, face: Face) -> bytes:
             image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # JPEG only; a no-op otherwise
             if _beyond_budget(image):
                 raise _TooLarge
-            image = image.convert("RGB")
+            # A phone photo is stored sideways with an EXIF orientation tag: show it upright.
+            image = ImageOps.exif_transpose(image).convert("RGB")
             image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
             canvas = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (0, 0, 0))
             canvas.paste(image, ((THUMBNAIL_SIZE - image.width) // 2, (THUMBNAIL_SIZE - image.height) // 2))

@@ -7,6 +7,8 @@ thread writes a heartbeat (and the import's progress) into Job.result. A running
 heartbeat is older than stale_seconds() lost its worker: the sweep every worker runs
 (jobs_sweep, every sweep_seconds()) marks it failed with a message saying so, instead of showing
 it running forever, and sends again a queued job whose message was lost (the broker was down).
+A failed job's folder loses its temporary files, and the sweep removes any temporary export
+file nothing has written to for part_idle_seconds() (left by a worker killed mid-write).
 
 Paths: an import reads only under settings.DATA_ROOT (path_under_root: no "..", symlinks
 resolved, the result inside the root); an export writes only to EXPORT_ROOT/<job id>/, and a
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path, PurePath
 
@@ -89,6 +92,45 @@ def export_file(job: Job, part: int = 0) -> Path | None:
 
 
 # -- starting ---------------------------------------------------------------------------------------
+
+def part_idle_seconds() -> float:
+    """How long a temporary export file (exports._atomic_path's ".<name>.<pid>-<hex>.part") may
+    go unwritten before the sweep removes it. An hour by default, which is safe because a live
+    export writes its file as the rows stream in: the longest pause is the query before the first
+    row (seconds on a million faces, see exports._snapshot). And were a live writer's file
+    removed, it fails on its final rename and the job is failed; no half file is ever published."""
+    return float(getattr(settings, "EXPORT_PART_IDLE_SECONDS", os.environ.get("EXPORT_PART_IDLE_SECONDS", 3600)))
+
+
+def _partial_files(folder: Path):
+    return (path for path in folder.rglob(".*.part") if path.is_file() or path.is_symlink())
+
+
+def job_remove_partials(*, job_id: int) -> int:
+    """Remove the temporary files left in the job's export folder; returns how many."""
+    removed = 0
+    for path in _partial_files(export_root() / str(int(job_id))):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def exports_remove_abandoned() -> int:
+    """Remove every temporary export file nothing has written to for part_idle_seconds();
+    returns how many. Finished files are never touched."""
+    root, oldest = export_root(), time.time() - part_idle_seconds()
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for path in _partial_files(root):
+        try:
+            if path.lstat().st_mtime < oldest:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # renamed into place or removed meanwhile
+            continue
+    return removed
+
 
 def sweep_seconds() -> float:
     """How often each worker sweeps (reviewapp.tasks): fails jobs whose worker died, sends
@@ -187,7 +229,10 @@ def job_fail(*, job_id: int, error: str, worker: str | None = None) -> bool:
     jobs = Job.objects.filter(pk=job_id, status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
     if worker is not None:
         jobs = jobs.filter(result__worker=worker)
-    return bool(jobs.update(status=Job.Status.FAILED, error=_storable(error)[:4000], finished_at=timezone.now()))
+    failed = bool(jobs.update(status=Job.Status.FAILED, error=_storable(error)[:4000], finished_at=timezone.now()))
+    if failed:
+        job_remove_partials(job_id=job_id)
+    return failed
 
 
 def heartbeat_age(job: Job) -> float | None:
@@ -211,9 +256,12 @@ def job_check(*, job_id: int) -> Job:
     job = Job.objects.get(pk=job_id)
     age = heartbeat_age(job)
     if age is not None and age > stale_seconds():
-        Job.objects.filter(pk=job_id, status=Job.Status.RUNNING,
-                           result__heartbeat_at=job.result["heartbeat_at"]).update(
-            status=Job.Status.FAILED, error=_stale_message(age), finished_at=timezone.now())
+        if Job.objects.filter(pk=job_id, status=Job.Status.RUNNING,
+                              result__heartbeat_at=job.result["heartbeat_at"]).update(
+                status=Job.Status.FAILED, error=_stale_message(age), finished_at=timezone.now()):
+            # Its dead worker's temporary files. Should that worker live on after all, its
+            # final rename fails and it fails the job itself: nothing half-written is published.
+            job_remove_partials(job_id=job_id)
         job.refresh_from_db()
     return job
 
@@ -245,8 +293,9 @@ def jobs_requeue_lost() -> int:
 def jobs_sweep() -> dict:
     """The periodic sweep of jobs, run by every worker that serves them: a running job whose
     worker stopped reporting is failed (so the API and the page both say so), a queued job
-    whose message may be lost is sent again."""
-    return {"failed": jobs_fail_stale(), "queued": jobs_requeue_lost()}
+    whose message may be lost is sent again, and temporary export files that nothing writes
+    any more (a worker killed mid-export) are removed."""
+    return {"failed": jobs_fail_stale(), "queued": jobs_requeue_lost(), "partials": exports_remove_abandoned()}
 
 
 class _Heartbeat:
@@ -314,7 +363,7 @@ def _run_import(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
         result = {**report.summary(), "problems": [_storable(f"{where}: {reason}") for where, reason in
                                                    (report.unreadable + report.rejected)[:20]]}
         if user is not None:  # the importer administers the new dataset
-            membership_set(dataset=dataset, username=user.get_username(), role=Membership.Role.ADMIN)
+            membership_set(dataset=dataset, username=user.get_username(), role=Membership.Role.ADMIN, by=user)
         if not job_finish(job_id=job.pk, worker=worker, result=result, dataset=dataset):
             raise RuntimeError("the job was taken away from this worker")
 

@@ -2,13 +2,15 @@
 
 Each change is one transaction that first locks the dataset's memberships, so two admins
 changing roles at once cannot both demote the other and leave the dataset without an admin.
+Every change that changes something writes one audit row (Decision, action "role") in the same
+transaction: who (`by`, or "system" for the importer and commands) gave whom which role.
 """
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from ..models import Dataset, Membership
+from ..models import Dataset, Decision, Membership
 
 
 class LastAdmin(ValueError):
@@ -21,6 +23,13 @@ def _locked(dataset: Dataset) -> list[Membership]:
 
 def _admins(memberships: list[Membership]) -> int:
     return sum(m.role == Membership.Role.ADMIN for m in memberships)
+
+
+def _audit(dataset: Dataset, by, member: str, before: str | None, after: str | None) -> None:
+    user = by if by is not None and by.is_authenticated else None
+    Decision.objects.create(dataset=dataset, user=user, actor=user.get_username() if user else "system",
+                            action=Decision.Action.ROLE, before={"member": member, "role": before},
+                            after={"member": member, "role": after})
 
 
 @transaction.atomic
@@ -37,10 +46,12 @@ def membership_set(*, dataset: Dataset, username: str, role: str, by=None) -> Me
     memberships = _locked(dataset)
     current = next((m for m in memberships if m.user_id == user.pk), None)
     if current is None:
+        _audit(dataset, by, username, None, role)
         return Membership.objects.create(dataset=dataset, user=user, role=role)
     if current.role == Membership.Role.ADMIN and role != Membership.Role.ADMIN and _admins(memberships) == 1:
         raise LastAdmin(f"{username} is the last admin of {dataset.name}; make someone else admin first")
     if current.role != role:
+        _audit(dataset, by, username, current.role, role)
         current.role = role
         current.save(update_fields=["role"])
     return current
@@ -57,4 +68,5 @@ def membership_remove(*, dataset: Dataset, membership_id: int, by=None) -> None:
     if target.role == Membership.Role.ADMIN and _admins(memberships) == 1:
         raise LastAdmin(f"{target.user.get_username()} is the last admin of {dataset.name}; "
                         "make someone else admin first")
+    _audit(dataset, by, target.user.get_username(), target.role, None)
     target.delete()

@@ -32,8 +32,10 @@ def undoable_decision_id(*, user, dataset_id: int) -> int | None:
     """The id of the user's latest decision in the dataset that may still be undone."""
     if user is None or not user.is_authenticated:
         return None
-    rows = (Decision.objects.filter(dataset_id=dataset_id, user=user).order_by("-id")
-            .values_list("pk", "action", "after")[:_LOOKBACK])
+    # A membership change (action "role") is audit only, not a review decision: it neither is
+    # undone here nor hides the reviewer's latest decision from undo.
+    rows = (Decision.objects.filter(dataset_id=dataset_id, user=user).exclude(action=Decision.Action.ROLE)
+            .order_by("-id").values_list("pk", "action", "after")[:_LOOKBACK])
     hidden: set[int] = set()
     for pk, action, after in rows:
         if action == Decision.Action.UNDO:

@@ -280,3 +280,35 @@ def test_distributed_sampler_splits_deterministically(att_root):
     loader = DataLoader(subset, batch_size=50, sampler=ranks[0], collate_fn=collate_faces)
     indices = torch.cat([b.indices for b in loader]).tolist()
     assert len(indices) == 150 and all(i % 4 for i in indices)
+
+
+# -- EXIF orientation and the pixel budget (issue 10, items 13 and 9) ----------------------------
+
+def _sideways_jpeg(path, size=(20, 10)):
+    """A wide JPEG whose EXIF orientation 6 says: rotate 90 degrees clockwise to view (a phone
+    held upright); viewed correctly it is tall."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", size, (200, 30, 30)).save(path, "JPEG", exif=exif)
+
+
+def test_a_jpeg_with_exif_orientation_is_loaded_upright(tmp_path):
+    _sideways_jpeg(tmp_path / "1.jpg")
+    dataset = FaceDataset([FaceSample("1.jpg", 0)], root=tmp_path)
+    assert dataset.load_image(0).size == (10, 20)
+    assert tuple(dataset[0].image.shape) == (3, 20, 10)
+
+
+def test_an_image_beyond_the_pixel_budget_is_unreadable_and_never_decoded(tmp_path, monkeypatch):
+    from ml.io import budget
+
+    Image.new("L", (2000, 2000), 128).save(tmp_path / "big.png")
+    Image.new("L", (100, 100), 128).save(tmp_path / "small.png")
+    monkeypatch.setattr(budget, "IMAGE_MAX_PIXELS", 1_000_000)
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real_load(self))
+    dataset = FaceDataset([FaceSample("big.png", 0), FaceSample("small.png", 0)], root=tmp_path)
+    assert dataset[0].image is None
+    assert (2000, 2000) not in decoded
+    assert dataset[1].image is not None

@@ -83,3 +83,36 @@ def test_paths_longer_than_the_documented_maximum_are_refused(tmp_path):
     assert guard.relative(fits) == fits
     with pytest.raises(Rejected, match=f"path longer than {MAX_PATH_BYTES} bytes"):
         guard.relative("a/" + "\u00e9" * MAX_PATH_BYTES + ".jpg")  # 2 bytes a character in UTF-8
+
+
+def test_a_symlink_to_another_file_of_the_same_folder_is_imported_once(tmp_path):
+    alice = tmp_path / "root" / "alice"
+    alice.mkdir(parents=True)
+    (alice / "2.jpg").write_bytes(jpeg())
+    os.symlink("2.jpg", alice / "1.jpg")  # the link sorts first: the real file is then the copy
+    os.symlink("2.jpg", alice / "3.jpg")
+
+    result = scan_folder(tmp_path / "root")
+
+    assert result.paths == ["alice/1.jpg"]
+    assert result.rejected == [("alice/2.jpg", "same file as alice/1.jpg"),
+                               ("alice/3.jpg", "same file as alice/1.jpg")]
+
+
+def test_verify_images_refuses_an_image_beyond_the_pixel_budget_undecoded(tmp_path, monkeypatch):
+    from ml.io import budget
+
+    bob = tmp_path / "root" / "bob"
+    bob.mkdir(parents=True)
+    Image.new("L", (2000, 2000), 128).save(bob / "big.png")
+    (bob / "small.jpg").write_bytes(jpeg())
+    monkeypatch.setattr(budget, "IMAGE_MAX_PIXELS", 1_000_000)
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or real_load(self))
+
+    result = scan_folder(tmp_path / "root", verify_images=True)
+
+    assert result.paths == ["bob/small.jpg"]
+    assert result.unreadable == [("bob/big.png", "image of 4000000 pixels is over the budget of 1000000")]
+    assert (2000, 2000) not in decoded

@@ -33,13 +33,15 @@ def test_user_without_membership_gets_404(client, user, folder_face):
     assert response.status_code == 404
 
 
-def test_member_gets_a_112px_jpeg_thumbnail_and_it_is_cached(client, user, folder_face, settings):
+def test_member_gets_a_112px_jpeg_thumbnail_and_it_is_cached(client, user, folder_face):
+    from reviewapp.services import images
+
     MembershipFactory(user=user, dataset=folder_face.dataset)
     response = _login(client, user).get(f"/faces/{folder_face.pk}/thumbnail")
     assert response.status_code == 200
     assert response["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(response.content)).size == (112, 112)
-    cached = settings.THUMBNAIL_ROOT / "0" / f"{folder_face.pk}.jpg"
+    cached = images.thumbnail_path(folder_face.pk)  # sharded by pk // 1000
     assert cached.read_bytes() == response.content
 
 
@@ -130,7 +132,7 @@ def test_an_image_beyond_the_pixel_budget_gets_the_too_large_placeholder_undecod
     assert response.content == images.too_large_placeholder()
     assert (8000, 8000) not in decoded  # only the header was read
     # Not cached: the placeholder says nothing about the face, and a replaced file should show.
-    assert not (settings.THUMBNAIL_ROOT / "0" / f"{huge_png_face.pk}.jpg").exists()
+    assert not images.thumbnail_path(huge_png_face.pk).exists()
 
 
 def test_a_large_jpeg_is_decoded_at_a_reduced_scale_within_the_budget(client, staff, db, tmp_path, settings):
@@ -160,3 +162,16 @@ def test_a_made_thumbnail_is_served_from_its_cache_the_second_time(client, staff
     monkeypatch.setattr(images, "face_bytes", lambda **kw: pytest.fail("the image was read again"))
     second = client.get(f"/faces/{folder_face.pk}/thumbnail")
     assert second.status_code == 200 and second.content == first
+
+
+def test_a_jpeg_with_exif_orientation_gets_an_upright_thumbnail(client, staff, db, tmp_path):
+    # 200x100 stored, orientation 6: upright it is 100x200, so the thumbnail has black bars
+    # left and right, none at the top.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (200, 100), (230, 230, 230)).save(tmp_path / "phone.jpg", exif=exif)
+    face = FaceFactory(identity=IdentityFactory(source=SourceFactory(root=str(tmp_path))), path="phone.jpg")
+    response = _login(client, staff).get(f"/faces/{face.pk}/thumbnail")
+    image = Image.open(io.BytesIO(response.content)).convert("L")
+    assert image.getpixel((5, 56)) < 30  # left bar
+    assert image.getpixel((56, 5)) > 200  # picture reaches the top

@@ -154,6 +154,30 @@ def test_identity_folder_symlinked_inside_the_root_imports_each_file_once(tmp_pa
     assert Face.objects.get().path == "bob/1.jpg"
 
 
+def test_a_symlink_to_another_file_of_the_same_folder_is_imported_once(tmp_path):
+    root = tmp_path / "faces"
+    (root / "bob").mkdir(parents=True)
+    (root / "bob" / "1.jpg").write_bytes(image_bytes())
+    os.symlink("1.jpg", root / "bob" / "2.jpg")
+    report = dataset_import(path=root, name="bob", fmt="folder")
+    assert report.faces == 1
+    assert report.rejected == [("bob/2.jpg", "same file as bob/1.jpg")]
+    assert Face.objects.get().path == "bob/1.jpg"
+
+
+def test_verify_images_refuses_an_image_beyond_the_pixel_budget(tmp_path, monkeypatch):
+    from ml.io import budget
+
+    root = tmp_path / "faces"
+    (root / "bob").mkdir(parents=True)
+    (root / "bob" / "1.jpg").write_bytes(image_bytes())
+    Image.new("L", (1200, 1000), 128).save(root / "bob" / "big.png")
+    monkeypatch.setattr(budget, "IMAGE_MAX_PIXELS", 1_000_000)
+    report = dataset_import(path=root, name="bob", fmt="folder", verify_images=True)
+    assert report.faces == 1
+    assert report.unreadable == [("bob/big.png", "image of 1200000 pixels is over the budget of 1000000")]
+
+
 def test_verify_images_reports_truncated_files(messy):
     report = dataset_import(path=messy, name="messy", fmt="folder", verify_images=True)
     assert report.faces == 3 + len(ODD_NAMES)

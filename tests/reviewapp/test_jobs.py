@@ -50,9 +50,17 @@ def test_a_job_whose_worker_died_shows_as_failed_with_the_reason(client, db, sta
     old = (timezone.now() - timedelta(seconds=300)).isoformat()
     Job.objects.filter(pk=job.pk).update(result={"worker": "gone", "heartbeat_at": old})
     client.force_login(staff)
+    url = reverse("job-detail", args=[job.pk])
 
-    html = client.get(reverse("job-detail", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
+    # A GET only reads: the page says the worker is silent, and the job stays as it is.
+    html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
+    job.refresh_from_db()
+    assert job.status == Job.Status.RUNNING and not job.error and job.finished_at is None
+    assert "No word from its worker for 5 min" in html
 
+    # The worker sweep fails it; then the page shows why and stops polling.
+    assert jobs.jobs_sweep()["failed"] == 1
+    html = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "stopped reporting" in job.error
     assert "stopped reporting" in html and "hx-trigger" not in html  # no more polling
@@ -128,3 +136,43 @@ def test_worker_imports_from_the_data_root_then_exports_for_download(transaction
     decisions = client.get(reverse("job-download", args=[export.pk]) + "?part=1")
     csv_text = b"".join(decisions.streaming_content).decode()
     assert csv_text.startswith("id,created_at") and "remove" in csv_text and "import" in csv_text
+
+
+def _part(folder, name="data.txt", age=0.0):
+    """A temporary export file named as exports._atomic_path names them, last written `age` s ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{name}.4242-deadbeef.part"
+    path.write_bytes(b"x" * 10)
+    if age:
+        stamp = path.stat().st_mtime - age
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_the_sweep_removes_partial_export_files_nothing_writes_any_more(db, settings, tmp_path):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.EXPORT_PART_IDLE_SECONDS = 600
+    abandoned = _part(tmp_path / "exports" / "7", age=601)
+    writing = _part(tmp_path / "exports" / "8", age=5)
+    finished = tmp_path / "exports" / "7" / "data.txt"
+    finished.write_text("kept\n")
+
+    assert jobs.jobs_sweep()["partials"] == 1
+
+    assert not abandoned.exists() and writing.exists() and finished.read_text() == "kept\n"
+
+
+def test_a_job_failed_for_a_dead_worker_loses_its_partial_files(db, settings, tmp_path):
+    settings.EXPORT_ROOT = tmp_path / "exports"
+    settings.JOB_STALE_SECONDS = 30
+    job = Job.objects.create(kind=Job.Kind.EXPORT, dataset=DatasetFactory())
+    jobs.job_claim(job_id=job.pk, worker="gone")
+    old = (timezone.now() - timedelta(seconds=300)).isoformat()
+    Job.objects.filter(pk=job.pk).update(result={"worker": "gone", "heartbeat_at": old})
+    partial = _part(tmp_path / "exports" / str(job.pk), age=1)  # fresh: only the failure removes it
+    other = _part(tmp_path / "exports" / str(job.pk + 1), age=1)
+
+    assert jobs.jobs_sweep()["failed"] == 1
+
+    assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
+    assert not partial.exists() and other.exists()

@@ -3,7 +3,7 @@ the last admin; through the services and through the members page."""
 import pytest
 from django.urls import reverse
 
-from reviewapp.models import Membership
+from reviewapp.models import Decision, Membership
 from reviewapp.services.members import LastAdmin, membership_remove, membership_set
 from tests.factories import DatasetFactory, MembershipFactory
 
@@ -73,3 +73,21 @@ def test_members_page(client, team):
     assert "not in this dataset" in client.get(url).content.decode()
     client.force_login(users["bob"])  # not a member
     assert client.get(url).status_code == 404
+
+
+def test_every_membership_change_is_audited(team):
+    dataset, users = team
+    added = membership_set(dataset=dataset, username="bob", role="reviewer", by=users["alice"])
+    membership_set(dataset=dataset, username="bob", role="admin", by=users["alice"])
+    membership_set(dataset=dataset, username="bob", role="admin", by=users["alice"])  # no change, no row
+    membership_remove(dataset=dataset, membership_id=added.pk, by=users["alice"])
+    membership_set(dataset=dataset, username="carol", role="reviewer")  # no user: a command or the importer
+
+    rows = list(Decision.objects.filter(dataset=dataset, action=Decision.Action.ROLE).order_by("id")
+                .values_list("user__username", "actor", "before", "after"))
+    assert rows == [
+        ("alice", "alice", {"member": "bob", "role": None}, {"member": "bob", "role": "reviewer"}),
+        ("alice", "alice", {"member": "bob", "role": "reviewer"}, {"member": "bob", "role": "admin"}),
+        ("alice", "alice", {"member": "bob", "role": "admin"}, {"member": "bob", "role": None}),
+        (None, "system", {"member": "carol", "role": None}, {"member": "carol", "role": "reviewer"}),
+    ]

@@ -1,7 +1,9 @@
 """Start a cleaning round from the command line, optionally waiting for it (or running it here)."""
 import json
 import os
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,6 +13,22 @@ from reviewapp.services.rounds import ACTIVE, RoundConflict, round_cancel, round
 from reviewapp.tasks_rounds import execute_round, worker_name
 
 POLL_SECONDS = 2.0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM (kill, a service manager stopping us) ends an inline round the way Ctrl-C does, so
+    the round is cancelled instead of left "training" with no worker, blocking the dataset."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _read_config(text: str | None) -> dict:
@@ -51,17 +69,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--dataset", required=True, help="dataset name")
-        parser.add_argument("--method", required=True, choices=Round.Method.values)
+        parser.add_argument("--method", choices=Round.Method.values, help="required unless --cancel")
         parser.add_argument("--config", help='overrides as a JSON object or a .json file, e.g. \'{"epochs": 2}\'; '
                                              'method embeddings: {"embeddings": "E.npy", "norms": "N.npy"}')
         parser.add_argument("--wait", action="store_true", help="print progress until the round ends")
         parser.add_argument("--inline", action="store_true", help="run the round here instead of in a worker "
                                                                   "(implies --wait)")
+        parser.add_argument("--cancel", action="store_true", help="cancel the dataset's queued or running round")
 
     def handle(self, *args, **options):
         dataset = Dataset.objects.filter(name=options["dataset"]).first()
         if dataset is None:
             raise CommandError(f"No dataset named {options['dataset']!r}")
+        if options["cancel"]:
+            return self._cancel_active(dataset)
+        if not options["method"]:
+            raise CommandError("give --method (or --cancel)")
         try:
             round_ = round_start(dataset=dataset, method=options["method"], config=_read_config(options["config"]),
                                  enqueue=not options["inline"])
@@ -92,12 +115,26 @@ class Command(BaseCommand):
 
         return show
 
+    def _cancel_active(self, dataset: Dataset) -> None:
+        active = Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("-pk").first()
+        if active is None:
+            raise CommandError(f"{dataset.name} has no active round to cancel")
+        try:
+            round_ = round_cancel(round_id=active.pk)
+        except RoundConflict as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Round {round_.number} of {dataset.name} cancelled; its worker stops at its next heartbeat")
+
     def _run_here(self, round_: Round) -> Round:
         try:
-            execute_round(round_id=round_.pk, worker=worker_name("inline"), on_progress=self._printer())
-        except KeyboardInterrupt:
-            round_cancel(round_id=round_.pk)
-            self.stdout.write("Interrupted: round cancelled")
+            with _signals_interrupt():
+                execute_round(round_id=round_.pk, worker=worker_name("inline"), on_progress=self._printer())
+        except KeyboardInterrupt as exc:
+            try:
+                round_cancel(round_id=round_.pk)
+                self.stdout.write(f"Interrupted ({exc or 'SIGINT'}): round cancelled")
+            except RoundConflict:  # it ended just before the signal
+                pass
         return Round.objects.get(pk=round_.pk)
 
     def _follow(self, round_: Round) -> Round:
