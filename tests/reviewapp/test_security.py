@@ -293,3 +293,18 @@ def test_every_html_page_carries_a_content_security_policy(world, member):
         pages += 1
     assert pages > 5
     assert "script-src 'self'" in Client().get("/accounts/login/")["Content-Security-Policy"]
+
+
+def test_names_are_isolated_from_the_text_around_them(client, django_user_model):
+    # A right-to-left override in a name must not turn the page's own text around it.
+    from tests.factories import FaceFactory, IdentityFactory, MembershipFactory
+
+    user = django_user_model.objects.create_user(username="iso", password="pw-iso-12345")
+    identity = IdentityFactory(name="abc\u202edef", source__dataset__name="set\u202eone")
+    FaceFactory(identity=identity)
+    MembershipFactory(user=user, dataset=identity.dataset)
+    client.force_login(user)
+    listing = client.get("/").content.decode()
+    assert "<bdi>set\u202eone</bdi>" in listing
+    page = client.get(f"/identities/{identity.pk}/").content.decode()
+    assert '<h1 class="identity-name"><bdi>abc\u202edef</bdi></h1>' in page

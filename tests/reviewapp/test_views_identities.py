@@ -86,7 +86,7 @@ def test_identity_page_shows_faces_boxed_and_the_name_as_text(client, world, use
     assert 'class="face-grid id-grid" id="face-grid" data-selectable' in html
     assert f'name="ids" value="{faces[2].pk}"' in html
     assert html.count('class="face-card') == 34
-    assert f'/identities/{alice.pk}/vs/{world["bob"].pk}/?flag={duplicate.pk}">Bob</a>' in html
+    assert f'/identities/{alice.pk}/vs/{world["bob"].pk}/?flag={duplicate.pk}"><bdi>Bob</bdi></a>' in html
 
 
 def test_face_pages_load_more_by_keyset(client, world, user, settings):
@@ -309,7 +309,7 @@ def test_history_lists_filters_and_pages(client, world, user, django_user_model,
         html = client.get(url).content.decode()
     ids = _history_ids(html)
     assert ids[0] == relabel.pk and len(ids) == 50
-    assert "Alice &lt;script&gt;alert(1)&lt;/script&gt;</a> → <a" in html
+    assert "Alice &lt;script&gt;alert(1)&lt;/script&gt;</bdi></a> → <a" in html
     # Only my own latest decision has an Undo button.
     assert html.count(">Undo</button>") == 1 and f"/decisions/{relabel.pk}/undo" in html
     before = re.search(r"\?before=(\d+)", html).group(1)

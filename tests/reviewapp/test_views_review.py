@@ -119,6 +119,8 @@ def test_queue_shows_cards_highest_score_first_with_boxes_and_escaped_names(clie
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert 'data-selectable' in html and 'id="bulk-form"' in html
     assert f'/faces/{flags[1].face_id}/thumbnail' in html
+    # Batches are advisory, and the page says so where a reviewer takes one.
+    assert "advisory: others skip held flags but may still decide one" in html
 
 
 def test_thumbnails_of_the_cards_are_served(client, user, world):
