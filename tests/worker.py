@@ -60,3 +60,17 @@ def wait_for(predicate, timeout=60.0, interval=0.2):
             return True
         time.sleep(interval)
     return False
+
+
+def purge_queues() -> None:
+    """Drop the messages waiting on the rounds and default queues: ones left by an earlier
+    session (a killed worker's, say) must not reach this test's worker or counts."""
+    from config.celery import app
+    from reviewapp.services.rounds import ROUNDS_QUEUE
+
+    with app.connection_for_write() as conn:
+        for queue in (ROUNDS_QUEUE, "default"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:  # the queue does not exist yet
+                pass

@@ -17,7 +17,7 @@ from reviewapp.services import jobs
 from reviewapp.services.rounds import ROUNDS_QUEUE, round_start
 from reviewapp import tasks_rounds
 from tests.factories import FaceFactory, IdentityFactory, jpeg_bytes
-from tests.worker import celery_worker, wait_for
+from tests.worker import celery_worker, purge_queues, wait_for
 
 # A sweep every second, a round stale after 2 s and a job after 2 s: a take-over in seconds.
 SWEEPING = {"RECOVERY_SWEEP_SECONDS": "1", "ROUND_STALE_SECONDS": "2", "JOB_STALE_SECONDS": "2"}
@@ -37,12 +37,7 @@ def _drain(queue: str) -> list[tuple[str, dict]]:
 
 @pytest.fixture(autouse=True)
 def empty_queues():
-    with app.connection_for_write() as conn:
-        for queue in (ROUNDS_QUEUE, "default"):
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:  # the queue does not exist yet
-                pass
+    purge_queues()
 
 
 def _reset_producers() -> None:

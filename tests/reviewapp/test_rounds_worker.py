@@ -12,9 +12,9 @@ from django.conf import settings
 from reviewapp import tasks
 from reviewapp.models import Dataset, Flag, Round
 from reviewapp.services.imports import dataset_import
-from reviewapp.services.rounds import ROUNDS_QUEUE, question_key, round_cancel, round_start
+from reviewapp.services.rounds import question_key, round_cancel, round_start
 from reviewapp.tasks_rounds import enqueue_round, run_dir_of
-from tests.worker import celery_worker, wait_for
+from tests.worker import celery_worker, purge_queues, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -51,15 +51,7 @@ def worker_log():
 
 @pytest.fixture(autouse=True)
 def empty_rounds_queue():
-    """Messages left by an earlier session (e.g. a killed worker's) must not reach this one's rounds."""
-    from config.celery import app
-
-    with app.connection_for_write() as conn:
-        for queue in (ROUNDS_QUEUE, "default"):
-            try:
-                conn.default_channel.queue_purge(queue)
-            except Exception:  # the queue does not exist yet
-                pass
+    purge_queues()
 
 
 def _status(round_id: int) -> str:
