@@ -28,7 +28,6 @@ embeddings/ (ml.embed, resumable); folds.npy the assignment.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -161,13 +160,10 @@ def embed_folds(config, dataset: Dataset, run_dir: Path, assignment: np.ndarray,
 
 
 def load_fold_outputs(run_dir: Path, fold: int, assignment: np.ndarray, count: int) -> FoldOutputs:
-    from ml.embed import EMBEDDINGS_FILE, NORMS_FILE, UNREADABLE_FILE
+    from ml.embed import load_extraction
 
-    folder = fold_dir(run_dir, fold) / EMBEDDINGS_DIR
-    readable = np.ones(count, dtype=bool)
-    readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
-    return FoldOutputs(fold, np.load(folder / EMBEDDINGS_FILE, mmap_mode="r"), np.load(folder / NORMS_FILE),
-                       readable, assignment == fold)
+    embeddings, norms, readable = load_extraction(fold_dir(run_dir, fold) / EMBEDDINGS_DIR, count)
+    return FoldOutputs(fold, embeddings, norms, readable, assignment == fold)
 
 
 def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active: np.ndarray | None = None,
@@ -179,19 +175,22 @@ def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active:
     margin is averaged over the models (ml.mining.duplicates.pooled_duplicate_identities).
     Copies (near duplicates) are an image question, asked once."""
     from ml.mining import MiningConfig
-    from ml.mining.candidate import DUPLICATE_IDENTITY, KINDS, NEAR_DUPLICATE
+    from ml.mining.candidate import DUPLICATE_IDENTITY, NEAR_DUPLICATE
     from ml.mining.duplicates import pooled_duplicate_identities
-    from ml.mining.flags import mine, mine_space, prepare_space
+    from ml.mining.flags import mine_copies_only, mine_space, prepare_space, sort_flags
 
     config = config or MiningConfig()
     labels = np.asarray(labels, dtype=np.int64)
     per_face = dataclasses.replace(config, kinds=tuple(k for k in config.kinds
                                                       if k not in (NEAR_DUPLICATE, DUPLICATE_IDENTITY)))
+
+    def usable(out: FoldOutputs) -> np.ndarray:
+        return out.readable if active is None else (out.readable & np.asarray(active, dtype=bool))
+
     spaces = []
     for out in outputs:
-        usable = out.readable if active is None else (out.readable & np.asarray(active, dtype=bool))
         # Only the held-out faces, for the flags and for the geometry they are measured against.
-        space = prepare_space(out.embeddings, labels, active=usable & out.judged, config=config)
+        space = prepare_space(out.embeddings, labels, active=usable(out) & out.judged, config=config)
         if space is not None:
             spaces.append((out, space))
     if not spaces:
@@ -208,10 +207,6 @@ def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active:
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
         # Copies are looked for among all faces at once; the first model's embeddings only say,
         # for a copy filed under two identities, which of them the face belongs to.
-        out = outputs[0]
-        usable = out.readable if active is None else (out.readable & np.asarray(active, dtype=bool))
-        flags += [f for f in mine(embeddings=out.embeddings, labels=labels, active=usable, fingerprints=fingerprints,
-                                  config=dataclasses.replace(config, kinds=(NEAR_DUPLICATE,)))]
-    order = {kind: i for i, kind in enumerate(KINDS)}
-    flags.sort(key=lambda f: (order[f.kind], -f.score))
-    return flags
+        flags += mine_copies_only(embeddings=outputs[0].embeddings, labels=labels, active=usable(outputs[0]),
+                                  fingerprints=fingerprints, config=config)
+    return sort_flags(flags)

@@ -45,6 +45,15 @@ class EmbeddingResult:
     unreadable: list[int]
 
 
+def load_extraction(folder: str | os.PathLike, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings memory-mapped, norms, readable mask) of a finished extraction folder, in the
+    layout above (the pretrained extractor writes the same)."""
+    folder = Path(folder)
+    readable = np.ones(count, dtype=bool)
+    readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
+    return np.load(folder / EMBEDDINGS_FILE, mmap_mode="r"), np.load(folder / NORMS_FILE), readable
+
+
 class _Rows(Dataset):
     """dataset[start:], each item carrying its row number (the dataset's own index field may be
     something else, e.g. a TrainingSubset reports indices of the dataset below it)."""

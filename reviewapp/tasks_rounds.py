@@ -170,6 +170,7 @@ def execute_round(*, round_id: int, worker: str, on_progress: ProgressFn | None 
 def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
     from ml.crossfit import mine_cross_fitted
     from ml.data.transforms import build_transform
+    from ml.embed import load_extraction
     from ml.mining import mine
 
     run_dir = run_dir_of(round_.pk)
@@ -195,7 +196,7 @@ def _run(round_: Round, worker: str, heartbeat: Heartbeat) -> None:
         if status == Round.Status.EXTRACTING:
             _extract_pretrained(faces, round_.dataset_id, run_dir, heartbeat)
             advance(Round.Status.MINING)
-        embeddings, norms, readable = _extracted(run_dir / "embeddings", len(faces))
+        embeddings, norms, readable = load_extraction(run_dir / "embeddings", len(faces))
         stats = None
         face_found = _faces_found(run_dir / "embeddings", len(faces))
     else:
@@ -335,8 +336,9 @@ def _extract(config, data, run_dir: Path, heartbeat: Heartbeat) -> None:
                 progress=lambda stage, fold, r: report(fold * count + r["step"], folds * count))
 
 
-def _extraction_progress(heartbeat: Heartbeat) -> Callable[[int, int], None]:
-    """progress(done, total) for an extraction: heartbeat, percent, rows/s since this process began."""
+def _extraction_progress(heartbeat: Heartbeat, **extra) -> Callable[[int, int], None]:
+    """progress(done, total) for a pass over the faces (an extraction, the fingerprints):
+    heartbeat, percent, rows/s since this process began; `extra` goes into every report."""
     baseline: list[tuple[float, int]] = []  # (time, rows done) at the first report of this process
 
     def progress(done: int, total: int) -> None:
@@ -345,7 +347,7 @@ def _extraction_progress(heartbeat: Heartbeat) -> Callable[[int, int], None]:
         baseline[:] = baseline or [(now, done)]
         seconds, rows = now - baseline[0][0], done - baseline[0][1]
         rate = rows / seconds if seconds > 0 and rows > 0 else None
-        _report(heartbeat, done, total, rate, (total - done) / rate if rate else None)
+        _report(heartbeat, done, total, rate, (total - done) / rate if rate else None, **extra)
 
     return progress
 
@@ -360,17 +362,6 @@ def _extract_pretrained(faces: RoundFaces, dataset_id: int, run_dir: Path, heart
     result = extract_pretrained(data, run_dir / "embeddings", num_workers=workers, resume=True,
                                 progress=_extraction_progress(heartbeat))
     heartbeat.update(face_boxes={"detected": result.detected, "whole_image": result.whole_image})
-
-
-def _extracted(folder: Path, count: int):
-    """(embeddings memory-mapped, norms, readable) of an extraction folder (ml.embed's layout)."""
-    from ml.embed import EMBEDDINGS_FILE, NORMS_FILE, UNREADABLE_FILE
-
-    embeddings = np.load(folder / EMBEDDINGS_FILE, mmap_mode="r")
-    norms = np.load(folder / NORMS_FILE)
-    readable = np.ones(count, dtype=bool)
-    readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
-    return embeddings, norms, readable
 
 
 def _faces_found(folder: Path, count: int) -> np.ndarray | None:
@@ -402,15 +393,8 @@ def _round_fingerprints(round_: Round, faces: RoundFaces, run_dir: Path, heartbe
     except (OSError, KeyError, ValueError):
         pass
     read = round_face_dataset(faces, dataset_id=round_.dataset_id, transform=None).read_bytes
-    started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        heartbeat.check()
-        seconds = time.monotonic() - started
-        rate = done / seconds if seconds > 0 else None
-        _report(heartbeat, done, total, rate, (total - done) / rate if rate else None, substage="fingerprints")
-
-    fingerprints = fingerprint_images(read, len(faces), progress=progress)
+    fingerprints = fingerprint_images(read, len(faces),
+                                      progress=_extraction_progress(heartbeat, substage="fingerprints"))
     fingerprints.save(path)
     return fingerprints
 

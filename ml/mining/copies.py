@@ -335,17 +335,12 @@ def _components(pairs: np.ndarray) -> list[list[int]]:
 
 def _own_centre_cosines(embeddings, labels, rows, faces, batch_size) -> dict[int, float]:
     """Per face in `faces`: cosine to its own identity's centre with the face left out."""
-    from ml.mining.prototypes import mean_centres
-    from ml.mining.search import unit_rows
+    from ml.mining.prototypes import leave_one_out_cosine, mean_centres
 
     count = int(labels[rows].max()) + 1
     sizes, centres, sum_norm = mean_centres(embeddings, labels, rows, count, batch_size)
     faces = np.asarray(sorted(faces), dtype=np.int64)
-    own = labels[faces]
-    dot = np.einsum("ij,ij->i", unit_rows(embeddings, faces), centres[own]).astype(np.float64) * sum_norm[own]
-    rest = np.sqrt(np.maximum(sum_norm[own] ** 2 - 2.0 * dot + 1.0, 0.0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where((sizes[own] > 1) & (rest > 1e-6), (dot - 1.0) / rest, np.nan)
+    cos = leave_one_out_cosine(embeddings, labels, faces, sizes, centres, sum_norm, batch_size)
     return {int(f): float(c) for f, c in zip(faces, cos)}
 
 

@@ -51,58 +51,48 @@ def eligible_rows(embeddings: np.ndarray, labels: np.ndarray, active: np.ndarray
 @dataclass
 class MiningSpace:
     """One model's embedding space made ready for mining: centred unit embeddings, the faces
-    taking part (rows) and those that may be flagged (judged_rows, with their positions in
-    rows), identity centres and reference faces, and the face neighbour graph."""
+    taking part (rows), identity centres and reference faces, and the face neighbour graph."""
 
     embeddings: np.ndarray
     labels: np.ndarray
     rows: np.ndarray
-    judged_rows: np.ndarray
-    positions: np.ndarray
     identities: Identities
     neighbours: FaceNeighbours | None
     mean_norm: float
 
     def duplicate_view(self, config: MiningConfig) -> DuplicateView:
-        own_cos = own_centre_cosine(self.embeddings, self.labels, self.judged_rows, self.identities,
-                                    config.batch_size)
+        own_cos = own_centre_cosine(self.embeddings, self.labels, self.rows, self.identities, config.batch_size)
         return DuplicateView(self.identities, self.neighbours,
-                             mean_own_cosine(own_cos, self.labels, self.judged_rows, self.identities.count))
+                             mean_own_cosine(own_cos, self.labels, self.rows, self.identities.count))
 
 
 def prepare_space(embeddings: np.ndarray, labels: np.ndarray, *, active: np.ndarray | None = None,
-                  judged: np.ndarray | None = None, config: MiningConfig) -> MiningSpace | None:
+                  config: MiningConfig) -> MiningSpace | None:
     """None when no face takes part."""
     labels = np.asarray(labels).astype(np.int64)
     rows = eligible_rows(embeddings, labels, active, config.batch_size)
     if len(rows) == 0:
         return None
     embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
-    judged_rows = rows if judged is None else rows[np.asarray(judged, dtype=bool)[rows]]
     identities = build_identities(embeddings, labels, rows, p=config.prototypes_per_identity,
                                   samples_per_identity=config.prototype_samples, seed=config.seed,
                                   batch_size=config.batch_size)
     needs_graph = set(config.kinds) & {NOISY, HARD, DUPLICATE_IDENTITY}
     neighbours = face_neighbours(embeddings, rows, config) if needs_graph else None
-    return MiningSpace(embeddings, labels, rows, judged_rows, np.searchsorted(rows, judged_rows), identities,
-                       neighbours, mean_norm)
+    return MiningSpace(embeddings, labels, rows, identities, neighbours, mean_norm)
 
 
 def mine(*, embeddings: np.ndarray, labels: np.ndarray, stats: dict | None = None, norms: np.ndarray | None = None,
          active: np.ndarray | None = None, config: MiningConfig | None = None,
-         judged: np.ndarray | None = None, fingerprints: ImageFingerprints | None = None,
-         face_found: np.ndarray | None = None) -> list[FlagCandidate]:
+         fingerprints: ImageFingerprints | None = None, face_found: np.ndarray | None = None) -> list[FlagCandidate]:
     """Flags of every kind in config.kinds, grouped by kind, highest score first within a kind.
 
-    judged: the faces that may be flagged (per-face kinds) and whose statistics set the bounds,
-    e.g. the faces a cross-fitted model never trained on (ml.crossfit); None: every face. The
-    other eligible faces still shape the centres, reference faces and the neighbour graph.
     fingerprints: the images' (ml.mining.copies); near_duplicate flags come only from them (the
     embeddings may propose pairs, never decide), none without; their sharpness is also a
     low-quality signal. face_found: per face, whether the extractor's face detector found one
     (ml.mining.quality)."""
     config = config or MiningConfig()
-    space = prepare_space(embeddings, labels, active=active, judged=judged, config=config)
+    space = prepare_space(embeddings, labels, active=active, config=config)
     if space is None:
         return []
     duplicates = None
@@ -124,20 +114,47 @@ def mine_space(space: MiningSpace, *, stats: dict | None = None, norms: np.ndarr
         found, duplicate_pairs = duplicates
         flags += found
     if NOISY in config.kinds or HARD in config.kinds:
-        flags += [f for f in mine_noisy(embeddings, labels, space.judged_rows, identities, space.neighbours, stats,
-                                        config, duplicate_pairs, space.positions) if f.kind in config.kinds]
+        flags += [f for f in mine_noisy(embeddings, labels, space.rows, identities, space.neighbours, stats, config,
+                                        duplicate_pairs) if f.kind in config.kinds]
     if LOW_NORM in config.kinds:
         sharpness = None if fingerprints is None else np.where(fingerprints.readable, fingerprints.sharpness, np.nan)
-        flags += mine_low_norm(norms, stats, labels, space.judged_rows, config, sharpness=sharpness,
+        flags += mine_low_norm(norms, stats, labels, space.rows, config, sharpness=sharpness,
                                face_found=face_found)
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
-        taking_part = np.zeros(len(labels), dtype=bool)
-        taking_part[space.rows] = True
-        flags += mine_copies(fingerprints, labels, embeddings=embeddings, active=taking_part)
+        flags += _copies_among(space.rows, embeddings, labels, fingerprints)
     for flag in flags:
         flag.evidence["embedding_mean_norm"] = round(space.mean_norm, 4)
+    return sort_flags(flags)
+
+
+def sort_flags(flags: list[FlagCandidate]) -> list[FlagCandidate]:
+    """Grouped by kind in KINDS order, highest score first within a kind (in place)."""
     order = {kind: i for i, kind in enumerate(KINDS)}
     flags.sort(key=lambda f: (order[f.kind], -f.score))
+    return flags
+
+
+def _copies_among(rows: np.ndarray, embeddings: np.ndarray, labels: np.ndarray,
+                  fingerprints: ImageFingerprints) -> list[FlagCandidate]:
+    taking_part = np.zeros(len(labels), dtype=bool)
+    taking_part[rows] = True
+    return mine_copies(fingerprints, labels, embeddings=embeddings, active=taking_part)
+
+
+def mine_copies_only(*, embeddings: np.ndarray, labels: np.ndarray, fingerprints: ImageFingerprints,
+                     active: np.ndarray | None = None, config: MiningConfig | None = None) -> list[FlagCandidate]:
+    """mine()'s near_duplicate flags alone. The (centred) embeddings only tell, for a copy filed
+    under two identities, which one it belongs to, so no centres, reference faces or neighbour
+    graph are built (a cross-fitted round asks this once, over every face)."""
+    config = config or MiningConfig()
+    labels = np.asarray(labels).astype(np.int64)
+    rows = eligible_rows(embeddings, labels, active, config.batch_size)
+    if len(rows) == 0:
+        return []
+    embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
+    flags = _copies_among(rows, embeddings, labels, fingerprints)
+    for flag in flags:
+        flag.evidence["embedding_mean_norm"] = round(mean_norm, 4)
     return flags
 
 

@@ -184,24 +184,19 @@ class FaceAngles:
 
 
 def face_angles(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, identities: Identities,
-                neighbours: FaceNeighbours, config: MiningConfig, positions: np.ndarray | None = None) -> FaceAngles:
-    """positions: of `rows` in neighbours.rows (None: rows are neighbours.rows)."""
-    positions = np.arange(len(rows)) if positions is None else positions
+                neighbours: FaceNeighbours, config: MiningConfig) -> FaceAngles:
     own_angle = angles_deg(own_centre_cosine(embeddings, labels, rows, identities, config.batch_size))
-    other_angle, other_j, search = nearest_other_identity(embeddings, rows, positions, labels, identities,
+    other_angle, other_j, search = nearest_other_identity(embeddings, rows, np.arange(len(rows)), labels, identities,
                                                           neighbours, config)
     return FaceAngles(own_angle, other_angle, other_j, search)
 
 
 def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, identities: Identities,
                neighbours: FaceNeighbours, stats: dict | None, config: MiningConfig,
-               duplicate_pairs: set[tuple[int, int]] = frozenset(),
-               positions: np.ndarray | None = None) -> list[FlagCandidate]:
-    """Noisy and hard flags over `rows` (dataset indices; positions: theirs in neighbours.rows,
-    None when rows are all of neighbours.rows). Thresholds are calibrated on these rows only."""
+               duplicate_pairs: set[tuple[int, int]] = frozenset()) -> list[FlagCandidate]:
+    """Noisy and hard flags over the eligible `rows` (dataset indices)."""
     own = labels[rows].astype(np.int64)
-    positions = np.arange(len(rows)) if positions is None else positions
-    angles = face_angles(embeddings, labels, rows, identities, neighbours, config, positions)
+    angles = face_angles(embeddings, labels, rows, identities, neighbours, config)
     theta_own, theta_other, j_star = angles.own_angle, angles.other_angle, angles.other_j
     judged = np.isfinite(theta_own) & (j_star >= 0)
     margin = np.where(judged, theta_own - theta_other, np.nan)
@@ -223,8 +218,8 @@ def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, ide
     # has nearest faces.
     votes = np.zeros(len(rows), dtype=np.int64)
     rival = np.zeros(len(rows), dtype=np.int64)
-    near = neighbours.labels(labels)[positions[recheck]]
-    near = np.where(angles_deg(np.nan_to_num(neighbours.sims[positions[recheck]], neginf=-1.0)) < c, near, -1)
+    near = neighbours.labels(labels)[recheck]
+    near = np.where(angles_deg(np.nan_to_num(neighbours.sims[recheck], neginf=-1.0)) < c, near, -1)
     votes[recheck], rival[recheck] = neighbour_votes(near, j_star[recheck])
     by_faces = (votes >= 2) & (votes > rival)
 
@@ -240,7 +235,7 @@ def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, ide
     # minute goes to the band's faces whose nearest faces agree they sit with j*: the plurality
     # of their neighbours' labels (two votes at least) is j*, not their own identity.
     inside = np.flatnonzero(band_hard)
-    band_votes, band_rival = neighbour_votes(neighbours.labels(labels)[positions[inside]], j_star[inside])
+    band_votes, band_rival = neighbour_votes(neighbours.labels(labels)[inside], j_star[inside])
     band_hard[inside] = (band_votes >= 2) & (band_votes > band_rival)
     votes[inside], rival[inside] = band_votes, band_rival  # shown in the evidence
 

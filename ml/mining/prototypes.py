@@ -113,12 +113,20 @@ def own_centre_cosine(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarr
     """Cosine of each face to its own identity's centre with the face itself left out (the
     normalised sum of the other faces' unit embeddings): a face must not vote for itself, which
     matters most in small identities. NaN for an identity's only face."""
+    return leave_one_out_cosine(embeddings, labels, rows, identities.sizes, identities.centres, identities.sum_norm,
+                                batch_size)
+
+
+def leave_one_out_cosine(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, sizes: np.ndarray,
+                         centres: np.ndarray, sum_norm: np.ndarray, batch_size: int) -> np.ndarray:
+    """own_centre_cosine from mean_centres' (sizes, centres, sum norms), the faces at `rows`
+    among those the centres were made of."""
     own = labels[rows].astype(np.int64)
-    dot = row_dot(embeddings, rows, identities.centres, own, batch_size).astype(np.float64) * identities.sum_norm[own]
-    rest = np.sqrt(np.maximum(identities.sum_norm[own] ** 2 - 2.0 * dot + 1.0, 0.0))
+    dot = row_dot(embeddings, rows, centres, own, batch_size).astype(np.float64) * sum_norm[own]
+    rest = np.sqrt(np.maximum(sum_norm[own] ** 2 - 2.0 * dot + 1.0, 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = (dot - 1.0) / rest
-    return np.where((identities.sizes[own] > 1) & (rest > 1e-6), np.clip(cos, -1.0, 1.0), np.nan)
+    return np.where((sizes[own] > 1) & (rest > 1e-6), np.clip(cos, -1.0, 1.0), np.nan)
 
 
 def row_dot(embeddings: np.ndarray, rows: np.ndarray, vectors: np.ndarray, classes: np.ndarray,

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from ml.crossfit import (FOLDS_FILE, assign_folds, embed_folds, fold_dir, fold_training_data, load_or_assign_folds,
-                         mine_cross_fitted, train_folds)
+from ml.crossfit import (FOLDS_FILE, FoldOutputs, assign_folds, embed_folds, fold_dir, fold_training_data,
+                         load_or_assign_folds, mine_cross_fitted, train_folds)
 from ml.data.dataset import FaceDataset
 from ml.data.transforms import build_transform
-from ml.mining import MiningConfig, mine
+from ml.mining import MiningConfig
 from tests.ml.test_trainer import make_faces, tiny_config
 
 
@@ -87,7 +87,7 @@ def test_no_face_is_judged_by_the_model_that_trained_on_it(tmp_path):
         assert assignment[flag.index] == fold
 
 
-def test_judged_faces_alone_are_flagged_and_calibrate():
+def test_each_fold_space_holds_and_flags_its_held_out_faces_alone():
     rng = np.random.default_rng(0)
     centres = np.eye(8)[:4] * 3
     labels = np.repeat(np.arange(4), 20)
@@ -95,10 +95,11 @@ def test_judged_faces_alone_are_flagged_and_calibrate():
     wrong = np.array([2, 3, 46, 47])
     labels_noisy = labels.copy()
     labels_noisy[wrong] = (labels[wrong] + 1) % 4
-    judged = np.zeros(80, dtype=bool)
-    judged[::2] = True
-    flags = mine(embeddings=embeddings, labels=labels_noisy, judged=judged,
-                 config=MiningConfig(kinds=("noisy", "hard", "low_norm")))
-    assert {f.index for f in flags} <= set(np.flatnonzero(judged))
+    assignment = np.arange(80) % 2
+    outputs = [FoldOutputs(f, embeddings, np.linalg.norm(embeddings, axis=1), np.ones(80, dtype=bool),
+                           assignment == f) for f in (0, 1)]
+    flags = mine_cross_fitted(outputs, labels_noisy, config=MiningConfig(kinds=("noisy", "hard", "low_norm")))
+    for flag in flags:
+        assert assignment[flag.index] == int(flag.evidence["judged_by"].split()[1])
     noisy = {f.index for f in flags if f.kind == "noisy"}
-    assert {2, 46} <= noisy  # the judged (even) wrongly labelled faces; 3 and 47 are not judged
+    assert set(wrong.tolist()) <= noisy  # the wrongly labelled faces of both folds, each by its own fold
