@@ -8,8 +8,17 @@ from django.db import models
 
 
 class Dataset(models.Model):
+    class Claims(models.TextChoices):
+        # Others' queues skip a held flag, but anyone who opens it may still decide it.
+        ADVISORY = "advisory"
+        # Only the holder may decide a held flag until the claim expires or is given back.
+        ENFORCED = "enforced"
+
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    claims = models.CharField(max_length=8, choices=Claims.choices, default=Claims.ADVISORY)
+    # The share of decided flags asked again, blind, of another reviewer (0 = off, at most 0.5).
+    double_review_share = models.FloatField(default=0.0)
 
     def __str__(self):
         return self.name
@@ -243,6 +252,10 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         IMPORT = "import"
         EXPORT = "export"
+        # One decision applied to every open flag a filter matches (services.bulk).
+        BULK_DECIDE = "bulk_decide", "queue-wide decision"
+        # Every decision of one batch undone (services.undo).
+        BATCH_UNDO = "batch_undo", "batch undo"
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -250,7 +263,7 @@ class Job(models.Model):
         DONE = "done"
         FAILED = "failed"
 
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     # An import creates its dataset: the job names it once it exists.
     dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
@@ -305,6 +318,11 @@ class Decision(models.Model):
     after = models.JSONField(default=dict, blank=True)
     # A copy of the flag's evidence as it stood when the decision was taken.
     evidence = models.JSONField(default=dict, blank=True)
+    # Decisions taken together (a page's or a queue-wide bulk action) share a batch id, so
+    # that they can be found and undone as one.
+    batch = models.UUIDField(null=True, blank=True)
+    # On an "undo" row: the decision it undid (also in after["undoes"], kept for old readers).
+    undoes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="undone_by")
 
     objects = DecisionQuerySet.as_manager()
 
@@ -314,6 +332,7 @@ class Decision(models.Model):
             # The history page's filters by reviewer and by action.
             models.Index(fields=["dataset", "user", "-id"], name="decision_dataset_user"),
             models.Index(fields=["dataset", "action", "-id"], name="decision_dataset_action"),
+            models.Index(fields=["dataset", "batch"], name="decision_batch", condition=models.Q(batch__isnull=False)),
         ]
 
     def save(self, *args, **kwargs):
