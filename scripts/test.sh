@@ -2,6 +2,8 @@
 # Installs FaceClean with its test tools and runs every test; arguments go to pytest.
 # Postgres and Redis are used when DATABASE_URL / CELERY_BROKER_URL are set, or found on
 # this machine's default ports; otherwise the suite runs on SQLite and the filesystem broker.
+# Each run has its own test database, broker key prefix and temporary folder (named by
+# FACECLEAN_TEST_RUN, see config/settings_test.py), so runs at once on one machine do not collide.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev

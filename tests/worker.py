@@ -1,5 +1,6 @@
 """A real Celery worker for tests, in its own process, on the test database and the
-configured broker (Redis in CI, the filesystem transport otherwise)."""
+configured broker (Redis in CI, the filesystem transport otherwise), under this run's names
+(config/settings_test.py): its broker key prefix and var dir."""
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def celery_worker(queues="default,rounds", extra_env=None):
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings_test",
         DATABASE_URL=_database_url(),
+        FACECLEAN_TEST_RUN=settings.TEST_RUN,
         FACECLEAN_VAR_DIR=str(settings.VAR_DIR),
         FACECLEAN_MEDIA_ROOT=str(settings.MEDIA_ROOT),
         PYTHONUNBUFFERED="1",
