@@ -12,11 +12,16 @@
 2. Serves the app with gunicorn on 127.0.0.1 (DEBUG off, production settings, HTTPS
    redirects and secure cookies off because the loopback has no TLS).
 3. Runs locust headless (bench/web_locustfile.py): --clients reviewers for --seconds,
-   opening the queue page (and its ?after= cursor), face cards and thumbnails, and deciding
-   flags (htmx POSTs with the CSRF header; each reviewer owns its flags, so none collide),
-   pausing --think-ms-min..--think-ms-max between requests; with --stress-seconds, then
-   again without any pause (a closed loop: the server's saturation point).
-4. Prints one JSON object: p50/p95/p99 milliseconds per request kind, errors, requests,
+   opening the queue page (and its ?after= cursor), face cards, thumbnails and the identity
+   browser, and deciding flags (htmx POSTs with the CSRF header; each reviewer owns its flags,
+   so none collide), pausing --think-ms-min..--think-ms-max between requests; with
+   --stress-seconds, then again without any pause (a closed loop: the server's saturation point).
+4. Then (--bulk-flags N, 0 to skip) one queue-wide bulk decision through the API, as a reviewer
+   would start it: POST /api/flags/bulk/ rejecting the N highest-scored open noisy flags (a
+   min_score chosen so that about N match), run by a Celery worker started for it, polled on
+   /api/jobs/<id>/ until done; reported as "bulk_decide": decisions and seconds from the POST
+   to the job's end.
+5. Prints one JSON object: p50/p95/p99 milliseconds per request kind, errors, requests,
    conflicts, throughput, and the machine's load (this bench shares its cores with the
    database, the server and the load generator).
 """
@@ -36,13 +41,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-KINDS = ("queue", "face_card", "decision", "thumbnail")
+KINDS = ("queue", "face_card", "decision", "thumbnail", "identities")
 SEED_IMAGES = 256  # distinct JPEGs; ext4 allows 65,000 links to one file
 QUEUE_KIND = "noisy"
 
@@ -206,8 +212,17 @@ def seed(args, work: Path) -> dict:
             "cards": [flag_id for flag_id, _ in sample],
             "faces": [face_id for _, face_id in sample],
         })
+    from django.urls import reverse
+    from rest_framework.authtoken.models import Token
+
+    # The bulk job's caller: a reviewer of its own, with an API token (no CSRF dance).
+    bulk_user = users(username="bench-bulk")
+    bulk_user.set_unusable_password()
+    bulk_user.save()
+    Membership.objects.create(user=bulk_user, dataset=dataset, role=Membership.Role.REVIEWER)
     return {"queue_url": f"/datasets/{dataset.pk}/review/{QUEUE_KIND}/", "reviewers": reviewers,
-            "seed_seconds": timings}
+            "identities_url": reverse("identity-list", args=[dataset.pk]), "dataset": dataset.pk,
+            "round": round_.pk, "bulk_token": Token.objects.create(user=bulk_user).key, "seed_seconds": timings}
 
 
 def phase_plan(plan: dict, phase: int, think_ms: list[float], warmup_s: float, report: Path) -> dict:
@@ -265,6 +280,67 @@ def stop_server(process: subprocess.Popen | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
+    """A Celery worker for the default queue (bulk jobs), as scripts/run.sh starts it."""
+    command = [str(BIN / "celery"), "-A", "config", "worker", "--loglevel", "WARNING", "--concurrency", "1",
+               "-Q", "default", "-n", f"webbench-{os.getpid()}@%h"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def bulk_min_score(plan: dict, flags: int) -> float:
+    """The score of the flags-th highest open noisy flag: a min_score that about `flags` match."""
+    from reviewapp.models import Flag
+
+    scores = (Flag.objects.filter(round_id=plan["round"], kind=QUEUE_KIND, state=Flag.State.OPEN)
+              .order_by("-score").values_list("score", flat=True))
+    picked = list(scores[flags - 1:flags]) or list(scores.reverse()[:1])
+    return float(picked[0]) if picked else 0.0
+
+
+def api(port: int, token: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Token {token}", "Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def bulk_phase(args, plan: dict, port: int, env: dict, work: Path) -> dict:
+    """Time one queue-wide bulk rejection of about --bulk-flags flags, start to finish."""
+    min_score = bulk_min_score(plan, args.bulk_flags)
+    worker = start_worker(env, work / "celery.log")
+    try:
+        time.sleep(3)  # the worker's start-up is not the job's time
+        log(f"bulk: rejecting open {QUEUE_KIND} flags scoring >= {min_score:.6f}")
+        started = time.monotonic()
+        code, job = api(port, plan["bulk_token"], "/api/flags/bulk/",
+                        {"dataset": plan["dataset"], "kind": QUEUE_KIND, "min_score": min_score, "action": "reject"})
+        if code != 202:
+            raise RuntimeError(f"POST /api/flags/bulk/ answered {code}: {job}")
+        deadline = started + args.bulk_timeout
+        while job.get("status") not in ("done", "failed"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bulk job {job.get('id')} not done after {args.bulk_timeout} s: {job}")
+            time.sleep(0.25)
+            code, job = api(port, plan["bulk_token"], f"/api/jobs/{job['id']}/")
+        seconds = time.monotonic() - started
+    finally:
+        stop_server(worker)
+    if job["status"] != "done":
+        raise RuntimeError(f"bulk job failed: {job.get('error')}\n{(work / 'celery.log').read_text()[-2000:]}")
+    result = job.get("result") or {}
+    decided = result.get("decided")
+    decided = len(decided) if isinstance(decided, list) else int(decided or 0)
+    conflicts = result.get("conflicts")
+    return {"decisions": decided, "seconds": round(seconds, 1), "min_score": min_score,
+            "conflicts": len(conflicts) if isinstance(conflicts, list) else int(conflicts or 0),
+            "decisions_per_s": round(decided / seconds, 1) if seconds else None}
 
 
 def cpu_times() -> tuple[int, int]:
@@ -363,6 +439,9 @@ def main() -> int:
                         help="then as long again with no pause at all (closed loop), reported under 'stress'")
     parser.add_argument("--warmup-seconds", type=float, default=5.0,
                         help="each load phase runs this much longer; requests in its first seconds are not counted")
+    parser.add_argument("--bulk-flags", type=int, default=10_000,
+                        help="after the load, time one queue-wide bulk decision of about this many flags (0: skip)")
+    parser.add_argument("--bulk-timeout", type=float, default=600.0, help="seconds the bulk job may take")
     parser.add_argument("--database", default="faceclean_webbench")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
@@ -394,12 +473,15 @@ def main() -> int:
 
         connections.close_all()
         port = free_port()
-        server = start_server(args, server_env(args, database_url, secret_key, var_dir), port, work / "gunicorn.log")
+        env = server_env(args, database_url, secret_key, var_dir)
+        server = start_server(args, env, port, work / "gunicorn.log")
         result = load_phase(args, plan, 0, [args.think_ms_min, args.think_ms_max], args.seconds, port, work)
         result["setup"]["loadavg"]["before_seeding"] = load_before
         result["setup"]["seed_seconds"] = plan["seed_seconds"]
         if args.stress_seconds:
             result["stress"] = load_phase(args, plan, 1, [0.0, 0.0], args.stress_seconds, port, work)
+        if args.bulk_flags:
+            result["bulk_decide"] = bulk_phase(args, plan, port, env, work)
         server_log = (work / "gunicorn.log").read_text(errors="replace")
         if "Traceback" in server_log or "[ERROR]" in server_log:
             log("gunicorn log:\n" + server_log[-3000:])

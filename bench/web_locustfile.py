@@ -3,12 +3,13 @@
 Not run on its own: bench/web.py writes the plan (sessions, flags, faces) to the JSON file
 named by FACECLEAN_WEBBENCH_PLAN and starts `locust --headless` on this file. Each simulated
 reviewer is one signed-in user; between requests it pauses think_ms (uniform). In each
-cycle of 16 requests (2 queue pages, 3 cards, 3 decisions, 8 thumbnails) it:
+cycle of 17 requests (2 queue pages, 3 cards, 3 decisions, 8 thumbnails, 1 identity list) it:
   - opens the queue page, every other time following its "Load more" cursor (?after=);
   - opens a face card (/flags/<id>/);
   - decides a flag (POST /flags/<id>/decide, htmx, X-CSRFToken): each reviewer has its own
     open flags, so no two reviewers decide the same one;
-  - loads a face thumbnail (/faces/<id>/thumbnail).
+  - loads a face thumbnail (/faces/<id>/thumbnail);
+  - opens the identity browser (/datasets/<id>/identities/: identities by name, first page).
 Every response time after the plan's warm-up (warmup_s) is recorded (milliseconds,
 unrounded) and written with the counts of failures and conflicts to the plan's "report"
 file when the test stops.
@@ -30,9 +31,9 @@ _failures: dict[str, int] = defaultdict(int)
 _counts = {"conflicts": 0, "decided": 0, "out_of_flags": 0, "queue_pages_after_cursor": 0}
 _conflict_samples: list[str] = []
 _MESSAGE = re.compile(r'<p class="message \w+">([^<]*)</p>')
-# Requests per cycle of 16: every kind once first (so even a run of a few seconds measures
+# Requests per cycle of 17: every kind once first (so even a run of a few seconds measures
 # each), then the rest of the mix in random order.
-_MIX = {"queue": 2, "face_card": 3, "decision": 3, "thumbnail": 8}
+_MIX = {"queue": 2, "face_card": 3, "decision": 3, "thumbnail": 8, "identities": 1}
 _AFTER = re.compile(r'href="[^"]*[?&](?:amp;)?after=([^"&]+)')
 _CONFLICT = 'class="message warning"'
 _REFUSED = 'class="message error"'
@@ -85,7 +86,7 @@ class Reviewer(FastHttpUser):
         if not self.schedule:
             rest = [name for name, weight in _MIX.items() for _ in range(weight - 1)]
             random.shuffle(rest)
-            self.schedule = list(reversed(["face_card", "decision", "thumbnail", "queue", *rest]))
+            self.schedule = list(reversed(["face_card", "decision", "thumbnail", "identities", "queue", *rest]))
         getattr(self, self.schedule.pop())()
 
     def _csrf_token(self):
@@ -136,6 +137,11 @@ class Reviewer(FastHttpUser):
                     _conflict_samples.append(f"flag {flag_id}: {found.group(1) if found else body[:200]}")
             else:
                 _counts["decided"] += _measuring()
+
+    def identities(self):
+        with self.client.get(PLAN["identities_url"], name="identities", catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
 
     def thumbnail(self):
         face_id = random.choice(self.faces)

@@ -301,6 +301,8 @@ class Decision(models.Model):
         LOW_QUALITY = "low_quality"
         UNDO = "undo"
         ROLE = "role", "Role change"  # a membership added, changed or removed: before/after {"member", "role"}
+        # A dataset setting changed (claims mode, double-review share): before/after {"setting", "value"}.
+        SETTING = "setting", "Setting change"
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="decisions")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -342,3 +344,48 @@ class Decision(models.Model):
 
     def delete(self, *args, **kwargs):
         raise TypeError("Decision rows are append-only")
+
+
+class SecondReview(models.Model):
+    """A decided flag asked again, blind, of another reviewer (services.double_review).
+
+    Answers are verdicts: what the answer would do to the data ("keep", "remove",
+    "low_quality", "relabel:<identity id>", "merge", and for a near-duplicate pair
+    "remove:<face id>" / "low_quality:<face id>"), so that two answers compare by their effect.
+    The second answer changes no data, so it is recorded here and not as a Decision row.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for a second answer"
+        AGREED = "agreed"
+        DISAGREED = "disagreed"
+        RESOLVED = "resolved", "disagreement resolved"
+
+    class Resolution(models.TextChoices):
+        KEPT_FIRST = "kept_first", "kept the first decision"
+        APPLIED_SECOND = "applied_second", "applied the second answer"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="second_reviews", db_index=False)
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="second_reviews")
+    # Decision rows go only with their dataset, and this row with them.
+    first_decision = models.OneToOneField(Decision, on_delete=models.CASCADE, related_name="second_review")
+    first_reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                                       related_name="+")
+    first_answer = models.CharField(max_length=40)
+    # Who answered second (null until answered) and what.
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    answer = models.CharField(max_length=40, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    resolution = models.CharField(max_length=16, choices=Resolution.choices, blank=True, default="")
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    sampled_at = models.DateTimeField(auto_now_add=True)
+    answered_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # The second-look queue and the disagreement queue: a dataset's items in one state.
+            models.Index(fields=["dataset", "state", "id"], name="second_review_queue"),
+        ]

@@ -4,6 +4,10 @@ Views validate, call one selector or service, and render. htmx requests get frag
 out-of-band messages; a conflict (someone else changed the data first) is a message in the
 page, never an error page, and nothing of the losing request is written.
 """
+import math
+import uuid
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
@@ -12,14 +16,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_decision, access_face, access_flag, access_identity
-from .models import Decision, Flag
+from .kinds import KIND_ORDER
+from .models import Decision, Face, Flag, Job
 from .request_args import positive_int
 from .selectors import identities as sel
+from .selectors import identity_list as lists
 from .services import labels
 from .services.faces import ACTIONS as BULK_ACTIONS
 from .services.faces import faces_bulk_action
 from .services.labels import LabelConflict
-from .services.undo import UndoRefused, decision_undo as undo_service
+from .services.undo import UndoRefused, batch_undo_start
+from .services.undo import decision_undo as undo_service
 
 MAX_BULK = 500
 BULK_DONE = {"remove": "Removed", "low_quality": "Marked low quality", "restore": "Restored",
@@ -55,15 +62,35 @@ def _same_dataset(*identities):
 
 # -- identity page ---------------------------------------------------------------------------------
 
+def _face_filter(params) -> sel.FaceFilter:
+    """?kind= (a face flag kind, or "any") and ?min_score= (a finite number); others ignored."""
+    kind = params.get("kind", "")
+    kind = kind if kind == "any" or (kind in KIND_ORDER and kind != Flag.Kind.DUPLICATE_IDENTITY) else ""
+    try:
+        min_score = float(params.get("min_score", ""))
+    except ValueError:
+        min_score = None
+    return sel.FaceFilter(kind=kind, min_score=min_score if min_score is not None and math.isfinite(min_score)
+                          else None)
+
+
 @require_GET
 def identity_detail(request, identity_id: int):
+    """The identity's faces, keyset-paged; ?kind=&min_score= keep faces with such an open flag
+    of the latest round; ?at=<face id> starts the page at that face (where face find leads)."""
     identity = access_identity(request.user, identity_id)
     include_removed = request.GET.get("removed") == "1"
     after = positive_int(request.GET.get("after"))
-    is_more = bool(request.htmx and after is not None)
-    context = {"identity": identity, "include_removed": include_removed,
+    at = positive_int(request.GET.get("at"))
+    if after is None and at is not None:
+        after = at - 1 if at > 1 else None
+    face_filter = _face_filter(request.GET)
+    is_more = bool(request.htmx and request.GET.get("after"))
+    context = {"identity": identity, "include_removed": include_removed, "at": at,
                "bulk_url": reverse("identity-bulk", args=[identity.pk]),
-               **sel.identity_page(identity=identity, after=after, include_removed=include_removed, full=not is_more)}
+               "filter_query": urlencode(face_filter.as_query()),
+               **sel.identity_page(identity=identity, after=after, include_removed=include_removed, full=not is_more,
+                                   face_filter=face_filter)}
     if is_more:
         return render(request, "identities/_face_page.html", context)
     return render(request, "identities/identity_detail.html", context)
@@ -178,6 +205,47 @@ def pair_detail(request, identity_a: int, identity_b: int):
     return render(request, "identities/pair_detail.html", sel.pair_page(a=a, b=b, flag=flag))
 
 
+# -- the identity list and face finder ------------------------------------------------------------
+
+@require_GET
+def identity_list(request, dataset_id: int):
+    """Every identity of the dataset: ?q= (name contains, any case), ?sort=name|size|flags|noise,
+    ?merged=1 (merged-away ones too), keyset-paged by ?after=<identity id>."""
+    dataset = access_dataset(request.user, dataset_id)
+    q = request.GET.get("q", "")[:200].replace("\x00", "")  # PostgreSQL text cannot hold NUL
+    merged = request.GET.get("merged") == "1"
+    page = lists.identity_list(dataset=dataset, q=q, sort=request.GET.get("sort", "name"),
+                             after=positive_int(request.GET.get("after")), merged=merged)
+    query = {k: v for k, v in (("q", page["q"]), ("sort", page["sort"] if page["sort"] != "name" else ""),
+                               ("merged", "1" if merged else "")) if v}
+    context = {"dataset": dataset, "page_query": urlencode(query), **page}
+    if request.htmx and request.GET.get("after"):
+        return render(request, "identities/_identity_rows.html", context)
+    if request.htmx and request.headers.get("HX-Target") == "identity-table":
+        return render(request, "identities/_identity_table.html", context)
+    return render(request, "identities/identity_list.html", context)
+
+
+def face_anchor_url(face: Face) -> str:
+    """The face on its identity's page: the page starts at it, removed faces shown when it is."""
+    query = {"at": face.pk, **({"removed": "1"} if face.status == Face.Status.REMOVED else {})}
+    return f"{reverse('identity-detail', args=[face.identity_id])}?{urlencode(query)}#face-{face.pk}"
+
+
+@require_GET
+def face_find(request, dataset_id: int):
+    """?q= a face id or a path (exact, a prefix or a suffix of it): one match goes to the face on
+    its identity's page, several are listed."""
+    dataset = access_dataset(request.user, dataset_id)
+    q = request.GET.get("q", "")[:2048].replace("\x00", "")
+    faces = lists.face_find(dataset_id=dataset.pk, q=q)
+    if len(faces) == 1:
+        return redirect(face_anchor_url(faces[0]))
+    matches = [(face, face_anchor_url(face)) for face in faces]
+    return render(request, "identities/face_find.html", {"dataset": dataset, "q": q.strip(), "matches": matches,
+                                                         "limit": lists.FIND_LIMIT})
+
+
 # -- search ----------------------------------------------------------------------------------------
 
 def _search_subject(request, dataset):
@@ -234,10 +302,18 @@ def identity_search(request, dataset_id: int):
 
 # -- history and undo ------------------------------------------------------------------------------
 
+def _batch_param(value) -> str:
+    try:
+        return str(uuid.UUID(str(value or "")))
+    except ValueError:
+        return ""
+
+
 def _filters(params) -> sel.HistoryFilters:
     action = params.get("action", "")
     return sel.HistoryFilters(user=positive_int(params.get("user")), round=positive_int(params.get("round")),
-                              action=action if action in Decision.Action.values else "")
+                              action=action if action in Decision.Action.values else "",
+                              batch=_batch_param(params.get("batch")))
 
 
 @require_GET
@@ -265,7 +341,7 @@ def decision_undo(request, decision_id: int):
         return _notice(request, str(refused), "warning", back)
     except LabelConflict as conflict:
         return _notice(request, f"Cannot undo: {conflict}. Nothing was changed.", "warning", back)
-    text = f"Undid your {decision.get_action_display().lower()} decision."
+    text = f"Undid your {decision.get_action_display().lower()} decision #{decision.pk}."
     if not request.htmx:
         messages.success(request, text)
         return redirect(back)
@@ -274,3 +350,30 @@ def decision_undo(request, decision_id: int):
         return _with_notices(request, "identities/_history_list.html", context, [("success", text)])
     return _with_notices(request, "identities/_undone.html", {"undo": undo, "decision": decision, "text": text},
                          [("success", text)])
+
+
+@require_POST
+def batch_undo(request, dataset_id: int, batch: uuid.UUID):
+    """Undo every decision of the batch that the user took: a small batch now (conflicts
+    reported and skipped), a large one as a job."""
+    dataset = access_dataset(request.user, dataset_id)
+    back = f"{reverse('history', args=[dataset.pk])}?batch={batch}"
+    try:
+        outcome = batch_undo_start(dataset=dataset, batch=batch, user=request.user)
+    except ValueError as error:
+        return _notice(request, f"{error}.", "warning", back)
+    if isinstance(outcome, Job):
+        text = (f"Undoing {outcome.params['decisions']} decisions in the background (job #{outcome.pk}); "
+                "the history shows them undone as it goes.")
+        level = "info"
+    else:
+        text = outcome.summary
+        if outcome.conflict_sample:
+            text += " First: " + outcome.conflict_sample[0] + "."
+        level = "success" if outcome.undone and not outcome.conflicts else "warning"
+    if not request.htmx:
+        getattr(messages, level)(request, text)
+        return redirect(back)
+    filters = _filters(request.POST)
+    context = sel.history_view(dataset=dataset, user=request.user, filters=filters)
+    return _with_notices(request, "identities/_history_list.html", context, [(level, text)])

@@ -17,8 +17,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .access import access_dataset, access_job, access_round, dataset_role
 from .json_bounds import JSONTooDeep, loads_bounded
-from .models import Membership, Round
+from .models import Job, Membership, Round
 from .selectors import manage as selectors
+from .selectors import team as team_selectors
 from .services import jobs as job_services
 from .services import members as member_services
 from .services import round_data
@@ -94,19 +95,30 @@ def _is_admin(user, dataset_id: int) -> bool:
     return dataset_role(user, dataset_id) == Membership.Role.ADMIN
 
 
-def _dataset_page(request, dataset, *, round_form=None, export_form=None, status=200):
-    admin = _is_admin(request.user, dataset.pk)
-    context = {
+def _dataset_context(request, dataset, *, watched=None) -> dict:
+    """What the dataset page and its live fragment show. `watched` is the round the live panel
+    follows: the running one, else (for a poll) the one that just ended."""
+    active = selectors.active_round(dataset=dataset)
+    watched = active or watched
+    return {
         "dataset": dataset,
-        "is_admin": admin,
+        "is_admin": _is_admin(request.user, dataset.pk),
         "stats": selectors.dataset_stats(dataset=dataset),
         "rounds": selectors.dataset_rounds(dataset=dataset),
-        "active_round": selectors.active_round(dataset=dataset),
-        "jobs": [selectors.job_view(job=job) for job in selectors.dataset_jobs(dataset=dataset)] if admin else [],
-        "round_form": round_form or RoundStartForm(),
-        "export_form": export_form or ExportForm(),
+        "active_round": active,
+        "live": selectors.round_progress(round_=watched) if watched else None,
+        "round_form": RoundStartForm(),
         "data_root": settings.DATA_ROOT,
     }
+
+
+def _dataset_page(request, dataset, *, round_form=None, export_form=None, status=200):
+    context = _dataset_context(request, dataset)
+    context.update(
+        jobs=([selectors.job_view(job=job) for job in selectors.dataset_jobs(dataset=dataset, kind=Job.Kind.EXPORT)]
+              if context["is_admin"] else []),
+        round_form=round_form or context["round_form"], export_form=export_form or ExportForm(),
+        team=team_selectors.team_panel(dataset=dataset, user=request.user))
     return render(request, "manage/dataset.html", context, status=status)
 
 
@@ -124,6 +136,14 @@ def _redirect(request, url: str):
 @require_GET
 def dataset_detail(request, dataset_id: int):
     return _dataset_page(request, access_dataset(request.user, dataset_id))
+
+
+@require_GET
+def dataset_live(request, dataset_id: int):
+    """The dataset page's running-round panel, polled while the round runs (see _dataset_live.html)."""
+    dataset = access_dataset(request.user, dataset_id)
+    context = _dataset_context(request, dataset, watched=selectors.latest_round(dataset=dataset)) | {"oob": True}
+    return render(request, "manage/_dataset_live.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -214,7 +234,8 @@ def round_start(request, dataset_id: int):
 
 def _round_context(round_, *, oob: bool = False) -> dict:
     return {"round": round_, "progress": selectors.round_progress(round_=round_), "oob": oob,
-            "charts": selectors.CHARTS, "flag_rows": selectors.round_flag_rows(round_=round_)}
+            "charts": selectors.CHARTS, "flag_rows": selectors.round_flag_rows(round_=round_),
+            "flag_notes": selectors.round_flag_notes(round_=round_)}
 
 
 @require_GET

@@ -6,28 +6,25 @@ band into #messages, never an error page. Without htmx the same POSTs redirect b
 flash message, so the pages work without JavaScript too.
 """
 from functools import lru_cache
+from html import escape
 
 from django.contrib import messages
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import get_script_prefix, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_flag, access_identity
+from .kinds import kind_choices, kind_title
 from .models import Flag
 from .request_args import positive_int
 from .selectors import review as review_selectors
 from .services import flags as flag_services
+from .services.images import image_pixel_size
 from .services.labels import LabelConflict
 
-KIND_TITLES = {
-    Flag.Kind.NOISY: "Noisy",
-    Flag.Kind.HARD: "Hard",
-    Flag.Kind.LOW_NORM: "Low quality",
-    Flag.Kind.NEAR_DUPLICATE: "Near duplicates",
-    Flag.Kind.DUPLICATE_IDENTITY: "Duplicate identities",
-}
 CLAIM_SIZE = 50
 MAX_BULK = 500
 
@@ -51,34 +48,124 @@ def _url(name: str, *ids) -> str:
     return _pattern(name, len(ids), get_script_prefix()).format(*(int(i) for i in ids))
 
 
-def _thumbs(face_ids) -> list[str]:
-    return [_url("face-thumbnail", i) for i in face_ids]
+# Bits of card HTML built here rather than in the template: a queue page shows 16 cards with
+# up to eight reference faces each, and template loops and tags cost more than the rest of the
+# card. Every text from the data goes through escape(); URLs are built from integer ids.
+_REF = '<span class="face-thumb small"><img src="{}" alt="" loading="lazy" width="64" height="64"></span>'
+_NO_REFS = SafeString('<span class="fc-none">no other faces</span>')
 
 
-def _linked(cards, dataset_id: int):
-    """Give each card the URLs its template shows."""
+def _refs(thumb: str, face_ids) -> SafeString:
+    """A row of reference thumbnails (thumb: the thumbnail URL pattern)."""
+    if not face_ids:
+        return _NO_REFS
+    return SafeString("".join(_REF.format(thumb.format(i)) for i in face_ids))
+
+
+def _bytes(size) -> str:
+    if not isinstance(size, int) or size < 0:
+        return ""
+    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def middle_truncated(text: str, keep: int = 44) -> str:
+    """A long path cut in its middle: the folder it starts with and the file name both show."""
+    if len(text) <= keep:
+        return text
+    head = keep * 2 // 5
+    return text[:head] + "…" + text[-(keep - head - 1):]
+
+
+def _face_file(face, pixels=None) -> SafeString:
+    """"path · 12.3 KB · 250×250 px · source X", the path isolated and cut in the middle with
+    the whole of it in the title."""
+    details = [_bytes(face.size)]
+    if pixels:
+        details.append(f"{pixels[0]}×{pixels[1]} px")
+    details.append(f"source {face.source.name}")
+    return SafeString(f'<bdi class="fc-path" title="{escape(face.path)}">{escape(middle_truncated(face.path))}</bdi>'
+                      f' · {escape(" · ".join(d for d in details if d))}')
+
+
+def _who(identity, merged_from, size: str) -> SafeString:
+    """"name (merged from X) · 12 faces", the names isolated."""
+    if identity is None:
+        return SafeString("")
+    html = f"<bdi>{escape(identity.name)}</bdi>"
+    if merged_from is not None:
+        html += f' <span class="fc-merged">(merged from <bdi>{escape(merged_from.name)}</bdi>)</span>'
+    if size:
+        html += f' <span class="fc-size">· {escape(size)}</span>'
+    return SafeString(html)
+
+
+def _figures(faces: list[dict], large: bool) -> SafeString:
+    """The flagged face (a near duplicate's two copies): the thumbnail on a queue card, the
+    whole image on the flag page; a copy's identity or "removed" under it."""
+    html = []
+    for face in faces:
+        if large:
+            html.append(f'<figure><a class="{face["css"]} large" href="{face["image"]}" tabindex="-1" title="full image">'
+                        f'<img src="{face["image"]}" alt="the flagged face" width="224" height="224"></a>')
+        else:
+            html.append(f'<figure><span class="{face["css"]}"><img src="{face["thumb"]}" alt="the flagged face" '
+                        f'width="112" height="112"></span>')
+        if face["name"]:
+            mark = "<b>duplicate</b> · " if face["duplicate"] else ""
+            html.append(f'<figcaption>{mark}<bdi>{escape(face["name"])}</bdi></figcaption>')
+        elif face["removed"]:
+            html.append("<figcaption><b>removed</b></figcaption>")
+        html.append("</figure>")
+    return SafeString("".join(html))
+
+
+def _raw(card) -> SafeString:
+    return SafeString("".join(f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>"
+                              for label, value in card.raw_numbers))
+
+
+def _linked(cards, dataset_id: int, pixels: dict | None = None, large: bool = False):
+    """Give each card the URLs and the ready-made bits of HTML its template shows. `large`: the
+    flag page's card (whole images, every line of evidence); `pixels` ({face id: (w, h)}) where
+    the page read the images' sizes."""
+    prefix = get_script_prefix()
+    thumb, image = _pattern("face-thumbnail", 1, prefix), _pattern("face-image", 1, prefix)
+    opened, decide, undo = (_pattern(n, 1, prefix) for n in ("flag-card", "flag-decide", "decision-undo"))
+    identity = _pattern("identity-detail", 1, prefix)
     search = _url("identity-search", dataset_id)
+    pixels = pixels or {}
     for card in cards:
         flag = card.flag
-        links = {"open": _url("flag-card", flag.pk), "decide": _url("flag-decide", flag.pk),
-                 "refs_current": _thumbs(card.refs_current), "refs_suggested": _thumbs(card.refs_suggested)}
+        links = {"open": opened.format(flag.pk), "decide": decide.format(flag.pk),
+                 "refs_current": _refs(thumb, card.refs_current), "refs_suggested": _refs(thumb, card.refs_suggested),
+                 "who_current": _who(card.current, card.current_from, card.size_text(card.current)),
+                 "who_suggested": _who(card.suggested, card.suggested_from, card.size_text(card.suggested)),
+                 "raw": _raw(card),
+                 "evidence": SafeString("".join(f"<p>{escape(line)}</p>" for line in (
+                     card.evidence_lines if large else card.evidence_short)))}
         if card.last_decision is not None:
-            links["undo"] = _url("decision-undo", card.last_decision.pk)
+            links["undo"] = undo.format(card.last_decision.pk)
             # What the card reloads after an undo: itself at queue size.
             links["reload"] = links["open"] + "?size=card"
         if card.current is not None:
-            links["current"] = _url("identity-detail", card.current.pk)
+            links["current"] = identity.format(card.current.pk)
         if card.suggested is not None:
-            links["suggested"] = _url("identity-detail", card.suggested.pk)
+            links["suggested"] = identity.format(card.suggested.pk)
         if card.is_pair:
             links["pair"] = _url("pair-detail", flag.identity_a_id, flag.identity_b_id) + f"?flag={flag.pk}"
         else:
             duplicate = card.removal_face if card.is_near_duplicate else None
-            links["faces"] = [{"id": face.pk, "thumb": _url("face-thumbnail", face.pk),
-                               "image": _url("face-image", face.pk), "css": card.thumb_css(face),
+            links["faces"] = [{"id": face.pk, "thumb": thumb.format(face.pk),
+                               "image": image.format(face.pk), "css": card.thumb_css(face),
                                "removed": face.status == "removed", "duplicate": face == duplicate,
-                               "name": face.identity.name if card.is_near_duplicate else ""}
+                               "name": face.identity.name if card.is_near_duplicate else "",
+                               "file": _face_file(face, pixels.get(face.pk))}
                               for face in card.faces_shown]
+            links["figures"] = _figures(links["faces"], large)
+            links["files"] = SafeString("".join(f"<span>{f['file']}</span>" for f in links["faces"]))
             links["search"] = f"{search}?face={flag.face_id}"
         card.links = links
     return cards
@@ -147,8 +234,8 @@ def review_queue(request, dataset_id: int, kind: str):
         except review_selectors.InvalidCursor as error:
             return HttpResponseBadRequest(str(error))
     context = {
-        "dataset": dataset, "dataset_id": dataset.pk, "kind": kind, "kind_title": KIND_TITLES[kind],
-        "kinds": list(KIND_TITLES.items()), "round": round_, "page": page,
+        "dataset": dataset, "dataset_id": dataset.pk, "kind": kind, "kind_title": kind_title(kind),
+        "kinds": _tabs(dataset.pk, round_), "round": round_, "page": page, "urls": _toolbar_urls(dataset.pk, kind),
         "cards": _linked(page.cards, dataset.pk) if page is not None else [],
         "next_url": _queue_url(dataset.pk, kind, round_.number, page.next_cursor)
         if page is not None and page.next_cursor else None,
@@ -158,6 +245,20 @@ def review_queue(request, dataset_id: int, kind: str):
     if _wants_fragment(request):
         return render(request, "review/_queue_page.html", context)
     return render(request, "review/queue.html", context)
+
+
+def _tabs(dataset_id: int, round_) -> list[tuple[str, str, str]]:
+    """(kind, plural title, URL) of every queue, in the one order all pages use."""
+    query = f"?round={round_.number}" if round_ is not None else ""
+    queue = _pattern("review-queue", 2, get_script_prefix())
+    return [(kind, title, queue.format(dataset_id, kind) + query)
+            for kind, title in kind_choices()]
+
+
+def _toolbar_urls(dataset_id: int, kind: str) -> dict:
+    claim = _pattern("review-claim", 2, get_script_prefix()).format(dataset_id, kind)
+    return {"claim": claim, "bulk": _url("flags-bulk", dataset_id),
+            "search": _url("identity-search", dataset_id)}
 
 
 def _page_identities(page) -> list:
@@ -202,9 +303,12 @@ def flag_card(request, flag_id: int):
     large = not (_wants_fragment(request) and request.GET.get("size") == "card")
     references = review_selectors.PAGE_REFERENCES if large else review_selectors.CARD_REFERENCES
     card = review_selectors.flag_card(flag_id=flag.pk, dataset_id=dataset.pk, kind=flag.kind, references=references)
-    _linked([card], dataset.pk)
+    # Pixel sizes on the flag page only: reading image headers on every queue card would cost
+    # a file open per card.
+    pixels = {face.pk: image_pixel_size(face=face) for face in card.faces_shown} if large else None
+    _linked([card], dataset.pk, pixels, large=large)
     context = {"card": card, "dataset": dataset, "dataset_id": dataset.pk, "large": large,
-               "kind_title": KIND_TITLES.get(flag.kind, flag.kind), "round": flag.round,
+               "kind_title": kind_title(flag.kind, 1), "queue_title": kind_title(flag.kind), "round": flag.round,
                "queue_url": _queue_url(dataset.pk, flag.kind, flag.round.number)}
     if _wants_fragment(request):
         return render(request, "review/_card.html", context)
@@ -224,9 +328,9 @@ def flag_decide(request, flag_id: int):
         return HttpResponseBadRequest("Unknown action")
     identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset_id)
     survivor = _same_dataset_identity(request, positive_int(request.POST.get("survivor_id")), dataset_id)
-    notice, level = None, messages.SUCCESS
+    notice, level, decision = None, messages.SUCCESS, None
     try:
-        flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
+        decision = flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
                                   identity_id=identity.pk if identity else None,
                                   survivor_id=survivor.pk if survivor else None, remove_face_id=remove_face)
     except LabelConflict as conflict:
@@ -237,13 +341,25 @@ def flag_decide(request, flag_id: int):
         messages.add_message(request, level, notice or "Decision saved.")
         return _back(request, reverse("flag-card", args=[flag.pk]))
     large = request.POST.get("large") == "1"
-    references = review_selectors.PAGE_REFERENCES if large else review_selectors.CARD_REFERENCES
-    card = review_selectors.flag_card(flag_id=flag.pk, dataset_id=dataset_id, references=references, kind=flag.kind)
-    _linked([card], dataset_id)
+    if decision is not None:
+        # Decided here: only the card's head and foot change, the rest stays on the page.
+        card = review_selectors.decided_card(flag=flag, decision=decision)
+        card.links = _decided_links(card)
+    else:
+        # Refused or beaten to it: the card as it stands now, whatever changed.
+        references = review_selectors.PAGE_REFERENCES if large else review_selectors.CARD_REFERENCES
+        card = review_selectors.flag_card(flag_id=flag.pk, dataset_id=dataset_id, references=references,
+                                          kind=flag.kind)
+        _linked([card], dataset_id, large=large)
     return render(request, "review/_decided.html", {
-        "card": card, "dataset_id": dataset_id, "large": large,
+        "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None,
         "notices": [(_level_tag(level), notice)] if notice else [],
     })
+
+
+def _decided_links(card) -> dict:
+    opened = _url("flag-card", card.flag.pk)
+    return {"open": opened, "reload": opened + "?size=card", "undo": _url("decision-undo", card.last_decision.pk)}
 
 
 def _level_tag(level: int) -> str:

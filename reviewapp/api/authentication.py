@@ -2,7 +2,7 @@
 API_TOKEN_FAILURE_LIMIT in a window every token from that address, a valid one too, is a 429
 until the window passes. DRF's rate throttles run only after authentication, so a request
 with a wrong token (a 401) would never reach them."""
-from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from ..signin_throttle import client_address, token_failure_count, token_wait_seconds
@@ -22,3 +22,10 @@ class ThrottledTokenAuthentication(TokenAuthentication):
         except AuthenticationFailed:
             token_failure_count(address=address)
             raise
+
+
+# Token first: DRF answers a request without credentials with the first class's
+# WWW-Authenticate challenge, and only a class that has one (the token, not the session)
+# makes that a 401 rather than a 403. The token class stands aside (None) when no token is
+# offered, so a browser's session still signs it in, CSRF-checked as before.
+API_AUTHENTICATION = [ThrottledTokenAuthentication, SessionAuthentication]

@@ -6,6 +6,7 @@ whatever the number of datasets."""
 from django.db.models import CharField, OuterRef, Q, QuerySet, Subquery, Value
 
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
+from ..services.jobs import REVIEW_KINDS
 
 
 def _member_of(user, *, admin: bool = False) -> QuerySet | None:
@@ -54,9 +55,11 @@ def rounds_visible(*, user) -> QuerySet:
 
 def jobs_visible(*, user) -> QuerySet:
     """Jobs are admin work: those of datasets the user administers, and the user's own
-    imports that have no dataset yet."""
+    imports that have no dataset yet; and reviewers' work (services.jobs.REVIEW_KINDS: bulk
+    decisions, batch undos) of every dataset the user is a member of."""
     jobs = Job.objects.all()
     if user.is_staff:
         return jobs
     administered = _member_of(user, admin=True)
-    return jobs.filter(Q(dataset_id__in=administered) | Q(dataset__isnull=True, created_by=user))
+    return jobs.filter(Q(dataset_id__in=administered) | Q(dataset__isnull=True, created_by=user)
+                       | Q(kind__in=REVIEW_KINDS, dataset_id__in=_member_of(user)))

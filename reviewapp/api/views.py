@@ -15,15 +15,19 @@ from rest_framework.response import Response
 
 from .. import access
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Round
+from ..selectors import bulk as bulk_selectors
+from ..services.bulk import BulkRefused, PreviewOutdated, bulk_start
 from ..services.flags import flag_decide
-from ..services.jobs import job_export_start
+from ..services.jobs import REVIEW_KINDS, job_export_start
 from ..services.labels import LabelConflict
 from ..services.rounds import RoundConflict, round_cancel, round_start
+from ..services.undo import batch_undo_start, decision_undo
 from . import filters, queries
 from .pagination import HighestScoreFirst, NewestFirst
 from .parsers import BoundedJSONParser
+from .authentication import API_AUTHENTICATION
 from .serializers import (
-    ConflictResponse, DatasetSerializer, DecideRequest, DecisionSerializer, ErrorResponse, ExportStartRequest,
+    BulkPreviewResponse, BulkRequest, ConflictResponse, DatasetSerializer, DecideRequest, DecisionSerializer, ErrorResponse, ExportStartRequest,
     FaceSerializer, FlagSerializer, IdentitySerializer, JobSerializer, RoundSerializer,
     RoundStartRequest,
 )
@@ -36,6 +40,7 @@ class ApiViewSet(viewsets.GenericViewSet):
     """Authentication is DRF's (session or token), so LoginRequiredMiddleware, which sees only
     the session, stands aside; IsAuthenticated refuses anonymous requests instead."""
 
+    authentication_classes = API_AUTHENTICATION  # token first: no credentials is a 401 (see there)
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
     # No multipart: the API takes no uploads. DRF reads these two through request.body, so
@@ -138,6 +143,47 @@ class FlagViewSet(ReadOnlyApiViewSet):
             return _bad_request(exc)
         return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        summary="Decide every open flag a filter matches, in the background (reviewers and admins)",
+        description="One action on every open flag of one queue (dataset, kind, round: by default the latest "
+                    "published) that the filter matches. preview=true answers the count, how many other "
+                    "reviewers hold (the job skips those) and the highest-scoring few, and starts nothing. "
+                    "Otherwise one job starts (202; poll its url): flags decided by someone else meanwhile "
+                    "are skipped and reported in its result, and every decision carries the result's batch "
+                    "id, so the whole action can be undone as one. Passing the previewed expected_count "
+                    "makes a start refused (409) when over 10% more flags match by then.",
+        request=BulkRequest,
+        responses={200: BulkPreviewResponse, 202: JobSerializer, 400: ErrorResponse, 404: _NOT_FOUND,
+                   409: _CONFLICT},
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        body = BulkRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        dataset = access.access_dataset(request.user, data["dataset"])
+        try:
+            selection = bulk_selectors.selection_resolve(
+                dataset_id=dataset.pk, kind=data["kind"], round_id=data.get("round"), min_score=data.get("min_score"),
+                max_score=data.get("max_score"), identity_id=data.get("identity"),
+                suggested_identity_id=data.get("suggested_identity"))
+        except ValueError as exc:
+            return Response(exc.args[0], status=status.HTTP_400_BAD_REQUEST)
+        if data["preview"]:
+            preview = bulk_selectors.bulk_preview(selection=selection, user=request.user)
+            return Response(BulkPreviewResponse(preview).data)
+        identity_id = data.get("identity_id")
+        if identity_id is not None and not Identity.objects.filter(pk=identity_id, dataset=dataset).exists():
+            return Response({"identity_id": ["not an identity of this dataset"]}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            job = bulk_start(dataset=dataset, selection=selection, action=data["action"], user=request.user,
+                             identity_id=identity_id, expected_count=data.get("expected_count"))
+        except PreviewOutdated as exc:
+            return _conflict(exc, {"count": exc.count})
+        except BulkRefused as exc:
+            return _bad_request(exc)
+        return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
 
 @extend_schema_view(list=extend_schema(summary="The audit log, newest first"),
                     retrieve=extend_schema(responses={200: DecisionSerializer, 404: _NOT_FOUND}))
@@ -147,6 +193,45 @@ class DecisionViewSet(ReadOnlyApiViewSet):
     filterset_class = filters.DecisionFilter
     access_function = staticmethod(access.access_decision)
     visible = staticmethod(queries.decisions_visible)
+
+    @extend_schema(
+        summary="Undo one of your decisions",
+        description="Any of your own decisions whose face (or merge) nothing changed since, not undone yet. "
+                    "201 with the undo row; 409 saying why it cannot be undone, nothing written.",
+        request=None,
+        responses={201: DecisionSerializer, 404: _NOT_FOUND, 409: _CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def undo(self, request, pk=None):
+        decision = self.get_object()
+        try:
+            undo = decision_undo(decision_id=decision.pk, user=request.user)
+        except LabelConflict as exc:  # UndoRefused too
+            return _conflict(exc, exc.current)
+        return Response(DecisionSerializer(undo).data, status=status.HTTP_201_CREATED)
+
+
+class BatchUndoView(ApiViewSet):
+    """POST /api/batches/<uuid>/undo/: every decision of yours in the batch that can still be
+    undone. 200 with {"undone", "conflicts", "conflict_sample", "summary"} when done in the request,
+    202 with the job for a large batch, 404 when you took no decision in it."""
+
+    queryset = Decision.objects.none()
+    lookup_value_regex = r"[0-9a-fA-F-]{36}"
+
+    @extend_schema(summary="Undo a batch of your decisions", request=None,
+                   responses={200: OpenApiResponse(description="the batch undo's result"), 202: JobSerializer,
+                              404: _NOT_FOUND})
+    def undo(self, request, batch=None):
+        dataset_id = (Decision.objects.filter(batch=batch, user=request.user)
+                      .values_list("dataset_id", flat=True).first())
+        if dataset_id is None:
+            return Response({"detail": "You took no decision in this batch."}, status=status.HTTP_404_NOT_FOUND)
+        dataset = access.access_dataset(request.user, dataset_id)
+        outcome = batch_undo_start(dataset=dataset, batch=batch, user=request.user)
+        if isinstance(outcome, Job):
+            return Response(JobSerializer(outcome).data, status=status.HTTP_202_ACCEPTED)
+        return Response(outcome.as_dict(), status=status.HTTP_200_OK)
 
 
 @extend_schema_view(retrieve=extend_schema(responses={200: RoundSerializer, 404: _NOT_FOUND}))
@@ -193,13 +278,24 @@ class RoundViewSet(mixins.CreateModelMixin, ReadOnlyApiViewSet):
         return Response(RoundSerializer(round_).data)
 
 
-@extend_schema_view(list=extend_schema(summary="Imports and exports of datasets you administer"),
+def _access_job(user, job_id: int) -> Job:
+    """access.access_job (admins), except that reviewers' work (bulk decisions, batch undos) is
+    every member's to see, as the job page shows it (views_bulk.bulk_job)."""
+    kind, dataset_id = Job.objects.filter(pk=job_id).values_list("kind", "dataset_id").first() or (None, None)
+    if kind in REVIEW_KINDS and dataset_id is not None:
+        access.access_dataset(user, dataset_id)
+        return Job.objects.get(pk=job_id)
+    return access.access_job(user, job_id)
+
+
+@extend_schema_view(list=extend_schema(summary="Imports and exports of datasets you administer, and bulk "
+                                               "decisions and batch undos of datasets you review"),
                     retrieve=extend_schema(responses={200: JobSerializer, 404: _NOT_FOUND}))
 class JobViewSet(ReadOnlyApiViewSet):
     queryset = Job.objects.none()
     serializer_class = JobSerializer
     filterset_class = filters.JobFilter
-    access_function = staticmethod(access.access_job)
+    access_function = staticmethod(_access_job)
     visible = staticmethod(queries.jobs_visible)
 
     @extend_schema(

@@ -2,12 +2,22 @@
 face cards), identities (identity pages, search, history), manage (dataset stats, rounds, jobs)."""
 from django.db.models import Count
 
-from ..models import Dataset, Face, Round
+from ..kinds import KIND_ORDER, kind_title
+from ..models import Dataset, Face, Flag, Round
 
 
 def dataset_list(*, user):
-    """The datasets the user may see, each with active_faces, removed_faces and latest_round
-    (or None): one GROUP BY over the faces of all of them, one query for their rounds."""
+    """The datasets the user may see, each with active_faces, removed_faces, latest_round (or
+    None), running_round (a queued or running one, or None), open_flags (the latest published
+    round's open flags: (kind, title, count) in page order, kinds with none left out) and
+    held (the user's unexpired batch: (kind, title, count)). Five queries however many datasets:
+    one GROUP BY each over their faces, open flags and the user's claims, one for the datasets
+    and one for their rounds."""
+    # Here, not at the top: every selectors submodule imports this package first, and services
+    # import selectors submodules.
+    from ..services.flags import claim_cutoff
+    from ..services.rounds import ACTIVE
+
     datasets = Dataset.objects.all()
     if not user.is_staff:
         datasets = datasets.filter(memberships__user=user)
@@ -17,20 +27,37 @@ def dataset_list(*, user):
     for row in (Face.objects.filter(dataset_id__in=ids).values("dataset_id", "status")
                 .annotate(n=Count("pk")).order_by()):
         counts[(row["dataset_id"], row["status"])] = row["n"]
-    latest = {}
-    rounds = Round.objects.filter(dataset_id__in=ids).only("pk", "dataset_id", "number", "status")
-    rounds = (rounds.order_by("dataset_id", "-number").distinct("dataset_id") if _distinct_on()
-              else rounds.order_by("-number"))
-    for round_ in rounds:
+    latest, published, running = {}, {}, {}
+    # A dataset has a round every few hours at most: all of them are few rows.
+    for round_ in (Round.objects.filter(dataset_id__in=ids).order_by("dataset_id", "-number")
+                   .only("pk", "dataset_id", "number", "status", "progress")):
         latest.setdefault(round_.dataset_id, round_)
+        if round_.status == Round.Status.PUBLISHED:
+            published.setdefault(round_.dataset_id, round_)
+        elif round_.status in ACTIVE:
+            running.setdefault(round_.dataset_id, round_)
+    open_flags = _per_dataset(
+        Flag.objects.filter(round_id__in=[r.pk for r in published.values()], state=Flag.State.OPEN))
+    held = _per_dataset(
+        Flag.objects.filter(round__dataset_id__in=ids, state=Flag.State.OPEN, claimed_by=user,
+                            claimed_at__gte=claim_cutoff()))
     for d in datasets:
         d.active_faces = counts.get((d.pk, Face.Status.ACTIVE), 0)
         d.removed_faces = counts.get((d.pk, Face.Status.REMOVED), 0)
         d.latest_round = latest.get(d.pk)
+        d.published_round = published.get(d.pk)
+        d.running_round = running.get(d.pk)
+        d.open_flags = open_flags.get(d.pk, [])
+        d.open_total = sum(n for _, _, n in d.open_flags)
+        d.held = held.get(d.pk, [])
     return datasets
 
 
-def _distinct_on() -> bool:
-    from django.db import connection
-
-    return connection.features.can_distinct_on_fields
+def _per_dataset(flags) -> dict[int, list[tuple[str, str, int]]]:
+    """dataset id -> [(kind, title, count)] in page order, from one GROUP BY over `flags`."""
+    found: dict[int, dict[str, int]] = {}
+    for row in flags.values("round__dataset_id", "kind").annotate(n=Count("pk")).order_by():
+        found.setdefault(row["round__dataset_id"], {})[row["kind"]] = row["n"]
+    return {dataset_id: [(kind, kind_title(kind, by_kind[kind]), by_kind[kind])
+                         for kind in KIND_ORDER if by_kind.get(kind)]
+            for dataset_id, by_kind in found.items()}

@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from django.contrib.auth import get_user_model
-from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 
+from ..evidence import summary as evidence_summary
+from ..kinds import KIND_ORDER, kind_title
 from ..models import Decision, Face, Flag, Identity, Membership, Round
-from ..services.undo import undoable_decision_id
+from .undo import UNDOABLE, undo_blockers, undo_links
 
 log = logging.getLogger("reviewapp.identities")
 
@@ -79,14 +82,18 @@ class FaceCard:
     box: str = ""          # "box-noisy" / "box-hard" / ""
     flag_id: int | None = None
     flag_kind: str = ""
+    flag_score: float | None = None
 
 
-def _cards(faces: list[Face], round_: Round | None) -> list[FaceCard]:
-    """Face cards with the box of each face's open flag in `round_` (one query)."""
+def _cards(faces: list[Face], round_: Round | None, face_filter: "FaceFilter | None" = None) -> list[FaceCard]:
+    """Face cards with the box of each face's open flag in `round_` (one query); with a
+    filter, the tag names the flag that matched it."""
     flags: dict[int, Flag] = {}
     if round_ is not None and faces:
         open_flags = (Flag.objects.filter(round=round_, state=Flag.State.OPEN, face_id__in=[f.pk for f in faces])
                       .order_by("-score").only("pk", "face_id", "kind", "score"))
+        if face_filter and face_filter.kind and face_filter.kind != "any":
+            open_flags = open_flags.filter(kind=face_filter.kind)
         for flag in open_flags:
             # The noisy box wins over the hard one when a face has both.
             current = flags.get(flag.face_id)
@@ -97,22 +104,49 @@ def _cards(faces: list[Face], round_: Round | None) -> list[FaceCard]:
     for face in faces:
         flag = flags.get(face.pk)
         cards.append(FaceCard(face, BOX_CLASS.get(flag.kind, "") if flag else "",
-                              flag.pk if flag else None, flag.kind if flag else ""))
+                              flag.pk if flag else None, flag.kind if flag else "",
+                              flag.score if flag else None))
     return cards
 
 
+@dataclass
+class FaceFilter:
+    """The identity page's filter: faces with an open flag of the latest published round, of
+    `kind` ("any" for any kind) scoring at least `min_score`. Neither set: every face."""
+    kind: str = ""
+    min_score: float | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.kind) or self.min_score is not None
+
+    def as_query(self) -> dict:
+        query = {"kind": self.kind} if self.kind else {}
+        if self.min_score is not None:
+            query["min_score"] = f"{self.min_score:g}"
+        return query
+
+
 def identity_faces_page(*, identity: Identity, round_: Round | None, after: int | None = None,
-                        include_removed: bool = False, limit: int = FACE_PAGE) -> tuple[list[FaceCard], int | None]:
+                        include_removed: bool = False, limit: int = FACE_PAGE,
+                        face_filter: FaceFilter | None = None) -> tuple[list[FaceCard], int | None]:
     """One page of the identity's faces in id order after `after`, as cards boxed by the
-    open flags of `round_` (the latest published one); and the cursor of the next page."""
+    open flags of `round_` (the latest published one); and the cursor of the next page.
+    With a filter, only faces with a matching open flag of `round_` (none without a round)."""
     faces = Face.objects.filter(identity=identity)
     if not include_removed:
         faces = faces.filter(status=Face.Status.ACTIVE)
+    if face_filter:
+        flags = Flag.objects.filter(round=round_, state=Flag.State.OPEN, face_id=OuterRef("pk"))
+        if face_filter.kind and face_filter.kind != "any":
+            flags = flags.filter(kind=face_filter.kind)
+        if face_filter.min_score is not None:
+            flags = flags.filter(score__gte=face_filter.min_score)
+        faces = faces.filter(Exists(flags)) if round_ is not None else faces.none()
     if after is not None:
         faces = faces.filter(pk__gt=after)
     rows = list(faces.order_by("pk").only("pk", "status", "identity_id", "dataset_id")[:limit + 1])
     next_after = rows[limit - 1].pk if len(rows) > limit else None
-    return _cards(rows[:limit], round_), next_after
+    return _cards(rows[:limit], round_, face_filter), next_after
 
 
 def face_cards(*, face_ids: list[int], dataset_id: int) -> list[FaceCard]:
@@ -352,24 +386,16 @@ class HistoryFilters:
     user: int | None = None
     round: int | None = None     # the round's number
     action: str = ""
+    batch: str = ""              # a Decision.batch uuid, as text
 
     def as_query(self) -> dict:
-        return {k: v for k, v in (("user", self.user), ("round", self.round), ("action", self.action)) if v}
+        return {k: v for k, v in (("user", self.user), ("round", self.round), ("action", self.action),
+                                  ("batch", self.batch)) if v}
 
 
 def _evidence_summary(evidence: dict) -> str:
-    if not evidence:
-        return ""
-    parts = []
-    for keys, fmt in ((("theta_y_deg", "theta_y"), "θy {:.1f}°"), (("theta_1_deg", "theta_1"), "θ1 {:.1f}°"),
-                      (("cosine",), "cos {:.3f}"), (("norm",), "norm {:.1f}")):
-        value = next((evidence[k] for k in keys if isinstance(evidence.get(k), (int, float))), None)
-        if value is not None:
-            parts.append(fmt.format(value))
-    reason = evidence.get("reason")
-    if isinstance(reason, str):
-        parts.insert(0, reason.replace("_", " "))
-    return " · ".join(parts)
+    # The review cards' wording (reviewapp.evidence), first sentence and main numbers.
+    return evidence_summary(evidence)
 
 
 @dataclass
@@ -380,11 +406,17 @@ class HistoryRow:
     evidence_summary: str = ""
     undone: bool = False
     reversal_of_undo: bool = False
+    undoable: bool = False        # the viewer's own, and undo would work now
+    undo_blocked: str = ""        # why the viewer's own decision cannot be undone now
+    batch_undoable: bool = False  # first row of its batch on the page, and Undo batch would undo some
+    batch_size: int = 0           # decisions in its batch (the undo rows of a batch undo not counted)
 
 
 def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None = None,
-                 limit: int = HISTORY_PAGE) -> tuple[list[HistoryRow], int | None]:
-    """Decisions newest first (decision_dataset index), before the id `before`, filtered."""
+                 limit: int = HISTORY_PAGE, user=None) -> tuple[list[HistoryRow], int | None]:
+    """Decisions newest first (decision_dataset index), before the id `before`, filtered; each
+    row says whether `user` can undo it now, and the first row of each batch whether `user`
+    can still undo some of the batch (a few queries for the page, however deep)."""
     rows = Decision.objects.filter(dataset_id=dataset_id)
     if filters.user:
         rows = rows.filter(user_id=filters.user)
@@ -392,6 +424,8 @@ def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None
         rows = rows.filter(round__dataset_id=dataset_id, round__number=filters.round)
     if filters.action:
         rows = rows.filter(action=filters.action)
+    if filters.batch:
+        rows = rows.filter(batch=filters.batch)
     if before is not None:
         rows = rows.filter(pk__lt=before)
     decisions = list(rows.select_related("round", "identity", "face").order_by("-pk")[:limit + 1])
@@ -405,22 +439,26 @@ def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None
                 if isinstance(state.get(key), int):
                     wanted.add(state[key])
     names = Identity.objects.in_bulk(list(wanted)) if wanted else {}
-    ids = [d.pk for d in decisions]
-    undone, reversals = set(), set()
-    faces = {d.face_id for d in decisions if d.face_id is not None}
-    identities = {d.identity_id for d in decisions if d.identity_id is not None}
-    if faces or identities:
-        # An undo row names the same face (or identity) as the row it undoes and its
-        # reversal: the face and identity indexes find them however deep the page is.
-        undo_rows = (Decision.objects.filter(dataset_id=dataset_id, action=Decision.Action.UNDO, pk__gt=min(ids))
-                     .filter(Q(face_id__in=faces) | Q(identity_id__in=identities)).values_list("after", flat=True))
-        for after in undo_rows:
-            undone.add(after.get("undoes"))
-            reversals.add(after.get("reversal"))
-    out = []
+    undone, reversals = undo_links(decisions) if decisions else (set(), {})
+    blockers = undo_blockers([d for d in decisions if user is not None and d.user_id == user.pk])
+    batches = {d.batch for d in decisions if d.batch}
+    sizes = dict(Decision.objects.filter(dataset_id=dataset_id, batch__in=batches).exclude(action=Decision.Action.UNDO)
+                 .order_by().values_list("batch").annotate(n=Count("pk"))) if batches else {}
+    # A batch of one decision is that decision: its own Undo says it all.
+    open_batches = batches_undoable(dataset_id=dataset_id, user=user,
+                                    batches={b for b in batches if sizes.get(b, 0) > 1})
+    out, seen_batches = [], set()
     for d in decisions:
         row = HistoryRow(d, evidence_summary=_evidence_summary(d.evidence), undone=d.pk in undone,
                          reversal_of_undo=d.pk in reversals)
+        if d.pk in blockers:
+            row.undoable = blockers[d.pk] is None
+            # Why not, for the kinds of decision undo reverses (an import or an undo goes without saying).
+            row.undo_blocked = (blockers[d.pk] or "") if d.action in UNDOABLE and not row.undone else ""
+        row.batch_size = sizes.get(d.batch, 0) if d.batch else 0
+        if d.batch and d.batch not in seen_batches:
+            seen_batches.add(d.batch)
+            row.batch_undoable = d.batch in open_batches
         if d.action == Decision.Action.MERGE:
             row.to_identity = names.get(d.after.get("merged_into"))
         elif d.face_id is not None:
@@ -428,6 +466,20 @@ def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None
             row.to_identity = names.get(d.after.get("identity"))
         out.append(row)
     return out, next_before
+
+
+def batches_undoable(*, dataset_id: int, batches: set, user, sample: int = 500) -> set:
+    """The batches among `batches` in which `user` can still undo at least one decision. Exact
+    for the first `sample` not-undone decisions of theirs; a batch larger than that counts as
+    undoable when any of its decisions is not undone yet (batch undo reports the rest)."""
+    if not batches or user is None or not user.is_authenticated:
+        return set()
+    rows = list(Decision.objects.filter(dataset_id=dataset_id, batch__in=batches, user=user, undone_by__isnull=True)
+                .exclude(action=Decision.Action.UNDO).order_by("-pk")[:sample + 1])
+    if len(rows) > sample:
+        return {d.batch for d in rows}
+    blockers = undo_blockers(rows)
+    return {d.batch for d in rows if blockers[d.pk] is None}
 
 
 def history_filter_choices(*, dataset_id: int) -> dict:
@@ -442,16 +494,18 @@ def history_filter_choices(*, dataset_id: int) -> dict:
 # -- whole pages: what each view renders, from one call ----------------------------------------
 
 def identity_page(*, identity: Identity, after: int | None = None, include_removed: bool = False,
-                  full: bool = True) -> dict:
-    """The identity page's context: a page of face cards, and with `full` the header (counts,
-    merges, possible duplicates)."""
+                  full: bool = True, face_filter: FaceFilter | None = None) -> dict:
+    """The identity page's context: a page of face cards (filtered), and with `full` the
+    header (counts, merges, possible duplicates, the filter's kinds)."""
     round_ = latest_published_round(dataset_id=identity.dataset_id)
     cards, next_after = identity_faces_page(identity=identity, round_=round_, after=after,
-                                            include_removed=include_removed)
-    page = {"cards": cards, "next_after": next_after}
+                                            include_removed=include_removed, face_filter=face_filter)
+    page = {"cards": cards, "next_after": next_after, "face_filter": face_filter or FaceFilter(),
+            "latest_round": round_}
     if full:
         page.update(counts=identity_counts(identity=identity), merged_from=identity_merged_from(identity=identity),
-                    duplicates=identity_duplicate_flags(identity=identity, round_=round_), dataset=identity.dataset)
+                    duplicates=identity_duplicate_flags(identity=identity, round_=round_), dataset=identity.dataset,
+                    kinds=[(kind, kind_title(kind, 2)) for kind in KIND_ORDER if kind != Flag.Kind.DUPLICATE_IDENTITY])
     return page
 
 
@@ -479,13 +533,23 @@ def pair_page(*, a: Identity, b: Identity, flag: Flag | None) -> dict:
     }
 
 
+def batch_summary(*, dataset_id: int, batch: str, user) -> dict:
+    """The batch filter's line: how many decisions, who took them, and whether the user can
+    still undo some of them."""
+    rows = Decision.objects.filter(dataset_id=dataset_id, batch=batch).exclude(action=Decision.Action.UNDO)
+    actors = list(rows.order_by().values_list("actor", flat=True).distinct()[:5])
+    return {"id": batch, "count": rows.count(), "actors": actors,
+            "undoable": bool(batches_undoable(dataset_id=dataset_id, batches={uuid.UUID(batch)}, user=user))}
+
+
 def history_view(*, dataset, user, filters: HistoryFilters, before: int | None = None,
                  with_choices: bool = False) -> dict:
-    """The history's context: a page of rows, the user's undoable decision, and with
-    `with_choices` the filter form's options."""
-    rows, next_before = history_page(dataset_id=dataset.pk, filters=filters, before=before)
-    view = {"dataset": dataset, "rows": rows, "next_before": next_before, "filters": filters,
-            "undoable": undoable_decision_id(user=user, dataset_id=dataset.pk)}
+    """The history's context: a page of rows (each saying whether the user can undo it now),
+    with a batch filter the batch's own line, and with `with_choices` the filter form's options."""
+    rows, next_before = history_page(dataset_id=dataset.pk, filters=filters, before=before, user=user)
+    view = {"dataset": dataset, "rows": rows, "next_before": next_before, "filters": filters}
+    if filters.batch and before is None:
+        view["batch"] = batch_summary(dataset_id=dataset.pk, batch=filters.batch, user=user)
     if with_choices:
         view["choices"] = history_filter_choices(dataset_id=dataset.pk)
     return view

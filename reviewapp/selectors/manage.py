@@ -12,16 +12,18 @@ from datetime import datetime
 
 from django.core.cache import cache
 from django.db.models import Count, F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
-from ..services.jobs import heartbeat_age, stale_seconds
+from ..kinds import KIND_ORDER, kind_title
+from ..services.jobs import REVIEW_KINDS, heartbeat_age, stale_seconds
+from ..services.round_data import _surviving_identity
 from ..services.rounds import ACTIVE
 
 STATS_CACHE_SECONDS = 600
 STAGES = (Round.Status.QUEUED, Round.Status.TRAINING, Round.Status.EXTRACTING, Round.Status.MINING,
           Round.Status.PUBLISHED)
-KIND_ORDER = list(Flag.Kind.values)
 
 
 @dataclass
@@ -46,8 +48,8 @@ class DatasetStats:
 
     @property
     def open_flag_rows(self) -> list[tuple[str, str, int]]:
-        labels = dict(Flag.Kind.choices)
-        return [(kind, labels[kind], self.open_flags.get(kind, 0)) for kind in KIND_ORDER]
+        return [(kind, kind_title(kind, self.open_flags.get(kind, 0)), self.open_flags.get(kind, 0))
+                for kind in KIND_ORDER]
 
     @property
     def noise_percent(self) -> float | None:
@@ -65,7 +67,7 @@ def _stats_key(dataset: Dataset) -> str:
                      .values_list("id", flat=True).first())
     latest = Round.objects.filter(dataset_id=dataset.pk).order_by("-number").values_list("pk", "status").first()
     latest = "-".join(map(str, latest)) if latest else "none"
-    return f"faceclean:dataset-stats:v1:{dataset.pk}:{dataset.created_at.timestamp()}:{last_decision}:{latest}"
+    return f"faceclean:dataset-stats:v2:{dataset.pk}:{dataset.created_at.timestamp()}:{last_decision}:{latest}"
 
 
 def dataset_stats(*, dataset: Dataset) -> DatasetStats:
@@ -82,11 +84,11 @@ def _compute_stats(dataset_id: int) -> DatasetStats:
     faces = Face.objects.filter(dataset_id=dataset_id).aggregate(
         faces=Count("pk"),
         removed=Count("pk", filter=Q(status=Face.Status.REMOVED)),
-        # Moved by a merge is not a wrong label of that face: merges count as identities.
-        relabelled=Count("pk", filter=Q(status=Face.Status.ACTIVE) & ~Q(identity_id=F("original_identity_id"))
-                         & Q(original_identity__merged_into__isnull=True)),
+        unmerged_relabelled=Count("pk", filter=Q(status=Face.Status.ACTIVE) & ~Q(identity_id=F("original_identity_id"))
+                                  & Q(original_identity__merged_into__isnull=True)),
     )
-    s.faces, s.removed, s.relabelled = faces["faces"], faces["removed"], faces["relabelled"]
+    s.faces, s.removed = faces["faces"], faces["removed"]
+    s.relabelled = faces["unmerged_relabelled"] + _relabelled_from_merged(dataset_id)
     s.active = s.faces - s.removed
     identities = Identity.objects.filter(dataset_id=dataset_id).aggregate(
         total=Count("pk"), merged=Count("pk", filter=Q(merged_into__isnull=False)))
@@ -110,8 +112,23 @@ def _compute_stats(dataset_id: int) -> DatasetStats:
         s.confirmation_rate = s.noisy_confirmed / s.noisy_decided
     rate = 1.0 if s.confirmation_rate is None else s.confirmation_rate
     s.estimated_noisy = s.open_flags.get(Flag.Kind.NOISY, 0) * rate + s.removed + s.relabelled
-    s.noise_rate = s.estimated_noisy / s.faces if s.faces else None
+    # Before a round has published, nobody has looked for noise: no estimate, not 0 %.
+    s.noise_rate = s.estimated_noisy / s.faces if s.faces and s.latest_round is not None else None
     return s
+
+
+def _relabelled_from_merged(dataset_id: int) -> int:
+    """Active faces whose original identity was merged away and that now sit under another
+    identity than its survivor: relabelled by a reviewer (before or after the merge), not moved
+    by it. Merged identities are few, so this groups few faces."""
+    survivor = _surviving_identity(dataset_id)
+    if not survivor:
+        return 0
+    rows = (Face.objects.filter(dataset_id=dataset_id, status=Face.Status.ACTIVE,
+                                original_identity__merged_into__isnull=False)
+            .values("original_identity_id", "identity_id").annotate(n=Count("pk")).order_by())
+    return sum(row["n"] for row in rows
+               if survivor.get(row["original_identity_id"], row["original_identity_id"]) != row["identity_id"])
 
 
 def dataset_rounds(*, dataset: Dataset, limit: int = 20) -> list[Round]:
@@ -124,8 +141,16 @@ def active_round(*, dataset: Dataset) -> Round | None:
     return Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("number").first()
 
 
-def dataset_jobs(*, dataset: Dataset, limit: int = 5) -> list[Job]:
-    return list(Job.objects.filter(dataset=dataset).order_by("-id")[:limit])
+def latest_round(*, dataset: Dataset) -> Round | None:
+    """The dataset's newest round, whatever its status: the one the dataset page watches."""
+    return Round.objects.filter(dataset=dataset).order_by("-number").first()
+
+
+def dataset_jobs(*, dataset: Dataset, kind: str | None = None, limit: int = 5) -> list[Job]:
+    jobs = Job.objects.filter(dataset=dataset)
+    if kind is not None:
+        jobs = jobs.filter(kind=kind)
+    return list(jobs.order_by("-id")[:limit])
 
 
 def import_jobs(*, user, limit: int = 10) -> list[Job]:
@@ -216,18 +241,54 @@ def round_neighbours(*, round_: Round) -> tuple[Round | None, Round | None]:
 
 
 def round_flag_rows(*, round_: Round) -> list[dict]:
-    """Per kind: flags published, the previous round's, the change, and how many are open now."""
+    """Per kind: the candidates mining found (None for rounds published before that was kept),
+    how many of them were not asked, the flags published, the previous round's and the change."""
     summary = round_.summary or {}
     published = summary.get("flags") or {}
+    mined = summary.get("mined")
     previous = (summary.get("previous") or {}).get("flags")
-    labels = dict(Flag.Kind.choices)
     rows = []
     for kind in KIND_ORDER:
         now = int(published.get(kind, 0))
+        found = None if mined is None else int(mined.get(kind, 0))
         before = None if previous is None else int(previous.get(kind, 0))
-        rows.append({"kind": kind, "label": labels[kind], "flags": now, "previous": before,
+        rows.append({"kind": kind, "label": kind_title(kind), "mined": found,
+                     "not_asked": None if found is None else found - now, "flags": now, "previous": before,
                      "change": None if before is None else now - before})
     return rows
+
+
+# Why a mined candidate was not published (services.publish_checks.DROP_REASONS), in words.
+DROP_WORDS = {
+    "face_removed": "their face was removed or marked low quality while the round ran",
+    "already_true": "they suggested the label the face already had",
+    "changed_during_round": "a reviewer decided about their face while the round ran",
+    "merged": "their two identities were merged while the round ran",
+}
+
+
+@dataclass
+class FlagNotes:
+    """What the round page says about its counts: mined against published, and what the angle
+    chart's bands are."""
+    mined: int | None
+    published: int
+    already_decided: int
+    dropped: list            # (count, words) for each reason with a count
+    bands: dict              # easy/hard/noisy -> faces in that band of the angle chart
+
+
+def round_flag_notes(*, round_: Round) -> FlagNotes:
+    summary = round_.summary or {}
+    mined = summary.get("mined")
+    dropped = summary.get("dropped") or {}
+    return FlagNotes(
+        mined=None if mined is None else sum(int(n) for n in mined.values()),
+        published=sum(int(n) for n in (summary.get("flags") or {}).values()),
+        already_decided=int(summary.get("already_decided") or 0),
+        dropped=[(int(dropped[reason]), words) for reason, words in DROP_WORDS.items() if dropped.get(reason)],
+        bands=(summary.get("angles") or {}).get("counts") or {},
+    )
 
 
 # -- jobs -------------------------------------------------------------------------------------------
@@ -238,12 +299,57 @@ class JobView:
     active: bool
     message: str
     files: list = field(default_factory=list)  # (part index, file name)
+    # Where the job's fragment is polled: the admins' job page, or for reviewers' work
+    # (bulk decisions, batch undos) the dataset's bulk job page, which every member may see.
+    url: str = ""
+    progress: dict | None = None  # {"done", "total", "percent"} while it runs, when known
+    what: str = ""  # a bulk decision: "Remove every open Noisy flag of round 3 scoring at least 0.8"
+    batch: str = ""  # a finished bulk decision's batch id, when something can be undone
 
 
 def job_view(*, job: Job) -> JobView:
+    view = _job_view(job=job)
+    if job.kind in REVIEW_KINDS and job.dataset_id is not None:
+        view.url = reverse("bulk-job", args=[job.dataset_id, job.pk])
+    else:
+        view.url = reverse("job-detail", args=[job.pk])
+    if job.kind == Job.Kind.BULK_DECIDE:
+        view.what = bulk_job_title(job)
+        result = job.result or {}
+        if job.status == Job.Status.DONE and result.get("decided") and result.get("batch"):
+            view.batch = result["batch"]
+    return view
+
+
+BULK_VERBS = {"confirm": "Confirm", "reject": "Keep", "remove": "Remove", "low_quality": "Mark low quality",
+              "relabel": "Relabel"}
+
+
+def bulk_job_title(job: Job) -> str:
+    """What a BULK_DECIDE job does, in words (ids as numbers: the page names nothing untrusted)."""
+    params, selection = job.params or {}, (job.params or {}).get("selection") or {}
+    text = f"{BULK_VERBS.get(params.get('action'), params.get('action'))} every open "
+    text += f"{kind_title(selection.get('kind', ''))} flag"
+    number = Round.objects.filter(pk=selection.get("round_id")).values_list("number", flat=True).first()
+    if number is not None:
+        text += f" of round {number}"
+    if selection.get("min_score") is not None:
+        text += f" scoring at least {selection['min_score']:g}"
+    if selection.get("max_score") is not None:
+        text += f"{' and' if selection.get('min_score') is not None else ' scoring'} at most {selection['max_score']:g}"
+    if selection.get("identity_id"):
+        text += f", on identity #{selection['identity_id']}"
+    if selection.get("suggested_identity_id"):
+        text += f", suggesting identity #{selection['suggested_identity_id']}"
+    if params.get("action") == "relabel" and params.get("identity_id"):
+        text += f", to identity #{params['identity_id']}"
+    return text
+
+
+def _job_view(*, job: Job) -> JobView:
     result = job.result or {}
     active = job.status in (Job.Status.QUEUED, Job.Status.RUNNING)
-    message = ""
+    message, bar = "", None
     if job.status == Job.Status.QUEUED:
         waited = (timezone.now() - job.created_at).total_seconds()
         message = "Waiting for a worker."
@@ -253,6 +359,9 @@ def job_view(*, job: Job) -> JobView:
     elif job.status == Job.Status.RUNNING:
         progress = result.get("progress") or {}
         message = "Running."
+        if progress.get("total"):
+            bar = {"done": progress.get("done", 0), "total": progress["total"]}
+            bar["percent"] = min(100.0, 100.0 * bar["done"] / bar["total"])
         if progress.get("stage"):
             total = progress.get("total")
             message = f"Running: {progress['stage']} {progress.get('done', 0):,}" + (
@@ -261,7 +370,7 @@ def job_view(*, job: Job) -> JobView:
         if age is not None and age > stale_seconds() / 2:
             message += f" No word from its worker for {_duration(age)}."
     files = [(i, str(name).rsplit("/", 1)[-1]) for i, name in enumerate(result.get("files") or [])]
-    return JobView(job=job, active=active, message=message, files=files)
+    return JobView(job=job, active=active, message=message, files=files, progress=bar)
 
 
 def started_ago(moment: datetime | None) -> str:
@@ -273,7 +382,7 @@ def started_ago(moment: datetime | None) -> str:
 CHARTS = {
     "angles": "θ_y against θ_(1)",
     "norms": "Feature norms",
-    "flags": "Flags per kind",
+    "flags": "Flags published per kind",
     "change": "Change from the previous round",
 }
 BAND_COLOURS = (("easy", "#2a9d8f"), ("hard", "#e0a800"), ("noisy", "#d62828"))
@@ -320,7 +429,7 @@ def round_chart_svg(*, round_: Round, chart: str) -> bytes:
     why = _why_no_chart(round_, chart)
     if why is not None:
         return _placeholder(CHARTS[chart], why)
-    key = f"faceclean:round-chart:v1:{round_.pk}:{round_.created_at.timestamp()}:{chart}"
+    key = f"faceclean:round-chart:v2:{round_.pk}:{round_.created_at.timestamp()}:{chart}"
     svg = cache.get(key)
     if svg is None:
         svg = _render(chart, round_.summary)
@@ -357,7 +466,7 @@ def _angles(ax, summary: dict) -> None:
     for code, (name, colour) in enumerate(BAND_COLOURS):
         mask = band == code
         ax.scatter(ty[mask], t1[mask], s=7, c=colour, alpha=0.65, linewidths=0, rasterized=True,
-                   label=f"{name} ({counts.get(name, int(mask.sum())):,})")
+                   label=f"{name} band ({counts.get(name, int(mask.sum())):,} faces)")
     finite = np.concatenate([ty[np.isfinite(ty)], t1[np.isfinite(t1)]])
     low, high = (float(finite.min()) - 3, float(finite.max()) + 3) if len(finite) else (0, 90)
     line = np.array([low, high])
@@ -371,7 +480,8 @@ def _angles(ax, summary: dict) -> None:
     shown = len(band)
     total = sum(counts.values()) if counts else shown
     basis = "the trained head" if angles.get("source") == "head" else "identity centres of the embeddings"
-    ax.set_title(f"θy against θ(1), from {basis}")
+    # The bands are where faces fall against the margins, not flags (the page says why they differ).
+    ax.set_title(f"θy against θ(1), from {basis}: bands, not flags")
     note = (f"{shown:,} of {total:,} faces shown, rare bands kept whole; legend counts all"
             if shown < total else f"all {shown:,} faces" if angles.get("counted") == "all"
             else f"a sample of {shown:,} faces")
@@ -399,21 +509,37 @@ def _norms(ax, summary: dict) -> None:
 
 
 def _kind_labels() -> dict:
-    return {kind: label.replace("_", " ") for kind, label in Flag.Kind.choices}
+    """Chart labels: the kinds' plural titles, as every page names them."""
+    return {kind: kind_title(kind) for kind in KIND_ORDER}
 
 
 def _flags(ax, summary: dict) -> None:
+    """Published flags per kind, the table's numbers; behind them in grey what mining found
+    when the round kept it, so that the two never seem to disagree."""
     flags = summary.get("flags") or {}
+    mined = summary.get("mined")
     labels = _kind_labels()
     kinds = list(reversed(KIND_ORDER))
     values = [int(flags.get(kind, 0)) for kind in kinds]
-    bars = ax.barh([labels[k] for k in kinds], values, color=[KIND_COLOURS[k] for k in kinds])
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=9)
-    ax.set_xlabel("flags published")
-    ax.set_xlim(0, max(values + [1]) * 1.15)
-    decided = summary.get("already_decided") or 0
-    ax.set_title(f"Flags per kind: {sum(values):,}" + (f" ({decided:,} already decided, not raised)"
-                                                       if decided else ""))
+    names = [labels[k] for k in kinds]
+    found = values if mined is None else [max(int(mined.get(kind, 0)), v) for kind, v in zip(kinds, values)]
+    if mined is not None:
+        ax.barh(names, found, color="#dcdde2", label="mined, not asked")
+    bars = ax.barh(names, values, color=[KIND_COLOURS[k] for k in kinds], label="published")
+    ax.bar_label(bars, labels=[f"{v:,}" if f == v else f"{v:,} of {f:,}" for v, f in zip(values, found)],
+                 padding=3, fontsize=9)
+    ax.set_xlabel("flags published" + ("" if mined is None else " (grey: mined but not asked)"))
+    ax.set_xlim(0, max(found + [1]) * 1.3)
+    title = f"Flags published per kind: {sum(values):,}"
+    if mined is not None:
+        title += f" of {sum(found):,} mined"
+    ax.set_title(title)
+    if mined is not None:
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color="#dcdde2", label="mined, not asked"),
+                           Patch(color="#555a66", label="published (colour of its kind)")],
+                  loc="lower right", fontsize=8)
 
 
 def _change(ax, summary: dict) -> None:

@@ -18,11 +18,14 @@ import math
 from dataclasses import dataclass, field
 
 from django.db import connection
-from django.db.models import F, Q, Window
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 
+from .. import evidence
+from ..kinds import kind_title
 from ..models import Decision, Face, Flag, Identity, Round
 from ..services.flags import claim_cutoff, named_removal
+from .undo import undo_blockers
 
 PAGE_SIZE = 16
 MAX_PAGE_SIZE = 100
@@ -34,14 +37,21 @@ FACE_KINDS = (Flag.Kind.NOISY, Flag.Kind.HARD, Flag.Kind.LOW_NORM, Flag.Kind.NEA
 
 _FLAG_COLUMNS = ("id", "round_id", "kind", "score", "evidence", "suggestion", "state", "claimed_by_id", "claimed_at",
                  "face", "other_face", "suggested_identity", "identity_a", "identity_b")
-# What each joined relation contributes to a card.
+# What each joined relation contributes to a card: names, merged_into (a merged-away identity
+# shows its survivor), and a face's file: path, bytes, source.
+_FACE_COLUMNS = ("identity", "status", "path", "size", "source", "identity__name", "identity__merged_into",
+                 "source__name")
+_IDENTITY_COLUMNS = ("name", "merged_into")
 _RELATION_COLUMNS = {
-    "face__identity": ("face__identity", "face__status", "face__identity__name"),
-    "other_face__identity": ("other_face__identity", "other_face__status", "other_face__identity__name"),
-    "suggested_identity": ("suggested_identity__name",),
-    "identity_a": ("identity_a__name",),
-    "identity_b": ("identity_b__name",),
+    "face__identity": tuple(f"face__{c}" for c in _FACE_COLUMNS),
+    "other_face__identity": tuple(f"other_face__{c}" for c in _FACE_COLUMNS),
+    "suggested_identity": tuple(f"suggested_identity__{c}" for c in _IDENTITY_COLUMNS),
+    "identity_a": tuple(f"identity_a__{c}" for c in _IDENTITY_COLUMNS),
+    "identity_b": tuple(f"identity_b__{c}" for c in _IDENTITY_COLUMNS),
 }
+# select_related paths per relation (a face brings its identity and its source).
+_RELATION_JOINS = {"face__identity": ("face__identity", "face__source"),
+                   "other_face__identity": ("other_face__identity", "other_face__source")}
 # Only the joins a kind needs: planning a seven-way outer join costs Postgres more (10+ ms)
 # than running it does.
 _KIND_RELATIONS = {
@@ -51,6 +61,9 @@ _KIND_RELATIONS = {
     Flag.Kind.NEAR_DUPLICATE: ("face__identity", "other_face__identity"),
     Flag.Kind.DUPLICATE_IDENTITY: ("identity_a", "identity_b"),
 }
+# An identity's size is counted up to this many active faces ("10,000+" beyond): a count is a
+# walk of face_identity, bounded so that a card never waits on a huge identity.
+SIZE_CAP = 10_000
 
 
 class InvalidCursor(ValueError):
@@ -106,9 +119,15 @@ class FlagCard:
     current: Identity | None = None
     # The suggested identity, else the nearest identity named by the evidence.
     suggested: Identity | None = None
+    # Where current or suggested was merged away: the identity the flag named (the card shows
+    # the survivor, "merged from" this one).
+    current_from: Identity | None = None
+    suggested_from: Identity | None = None
     refs_current: list[int] = field(default_factory=list)
     refs_suggested: list[int] = field(default_factory=list)
     refs_other: list[int] = field(default_factory=list)
+    # Active faces per identity id shown (at most SIZE_CAP).
+    sizes: dict[int, int] = field(default_factory=dict)
     evidence_lines: list[str] = field(default_factory=list)
     last_decision: Decision | None = None
     # URLs the templates show, filled in by the view.
@@ -135,6 +154,28 @@ class FlagCard:
     @property
     def evidence_short(self) -> list[str]:
         return self.evidence_lines[:2]
+
+    @property
+    def kind_label(self) -> str:
+        return kind_title(self.flag.kind, 1)
+
+    @property
+    def raw_numbers(self) -> list[tuple[str, str]]:
+        return evidence.raw_numbers(self.flag.evidence)
+
+    def size_text(self, identity: Identity | None) -> str:
+        """"12 faces" for an identity the card shows ("" when not counted)."""
+        if identity is None or identity.pk not in self.sizes:
+            return ""
+        n = self.sizes[identity.pk]
+        if n >= SIZE_CAP:
+            return f"{SIZE_CAP:,}+ faces"
+        return "1 face" if n == 1 else f"{n:,} faces"
+
+    @property
+    def is_merged_pair(self) -> bool:
+        """Both sides of an identity pair are one identity now (a merge since the round)."""
+        return self.is_pair and self.current is not None and self.current == self.suggested
 
     @property
     def is_pair(self) -> bool:
@@ -195,7 +236,8 @@ def _card_flags(kind: str | None = None):
     (a relation left out still loads lazily, so a wrong kind costs queries, not errors)."""
     relations = _KIND_RELATIONS.get(kind, tuple(_RELATION_COLUMNS))
     columns = _FLAG_COLUMNS + sum((_RELATION_COLUMNS[r] for r in relations), ())
-    return Flag.objects.select_related(*relations).only(*columns)
+    joins = sum((_RELATION_JOINS.get(r, (r,)) for r in relations), ())
+    return Flag.objects.select_related(*joins).only(*columns)
 
 
 def cards_for_flags(*, flag_ids, dataset_id: int, references: int = CARD_REFERENCES,
@@ -217,21 +259,40 @@ def flag_card(*, flag_id: int, dataset_id: int, references: int = PAGE_REFERENCE
     return cards[0] if cards else None
 
 
+def decided_card(*, flag: Flag, decision: Decision) -> FlagCard:
+    """The card of a flag this request just decided, for the answer that swaps in its decided
+    state only (the faces, names and evidence stay as the page shows them). The decision's
+    flag is the row the service locked and saved: its new state, with no query."""
+    if Decision.flag.is_cached(decision) and decision.flag_id == flag.pk:
+        flag.state = decision.flag.state
+    else:
+        flag.state = Flag.objects.filter(pk=flag.pk).values_list("state", flat=True).first() or flag.state
+    decision.undoable = True  # just committed: nothing can have changed it since
+    return FlagCard(flag=flag, last_decision=decision)
+
+
 def _attach_decisions(cards: list[FlagCard]) -> None:
     decided = [c.flag.pk for c in cards if not c.is_open]
     if not decided:
         return
     latest = {}
-    for decision in Decision.objects.filter(flag_id__in=decided).only("id", "flag_id", "user_id", "actor", "action",
-                                                                       "created_at").order_by("id"):
+    # The fields undo_blockers reads too, so that it costs no query per card.
+    for decision in Decision.objects.filter(flag_id__in=decided).only(
+            "id", "flag_id", "user_id", "actor", "action", "created_at", "face_id", "identity_id", "before",
+            "after").order_by("id"):
         latest[decision.flag_id] = decision
+    # Undo is shown only where it would work now (and only to the decision's author: the template).
+    blockers = undo_blockers(list(latest.values()))
     for card in cards:
         card.last_decision = latest.get(card.flag.pk)
+        if card.last_decision is not None:
+            card.last_decision.undoable = blockers.get(card.last_decision.pk) is None
 
 
 def build_cards(flags: list[Flag], *, dataset_id: int, references: int = CARD_REFERENCES) -> list[FlagCard]:
-    """Cards for flags loaded with _card_flags(): at most two more queries for all of them
-    (nearest identities named only by the evidence, and the reference faces)."""
+    """Cards for flags loaded with _card_flags(): at most three more queries for all of them
+    (nearest identities named only by the evidence, survivors of merged-away identities, and
+    the reference faces with the identities' sizes)."""
     nearest = _nearest_identities(flags, dataset_id)
     cards = []
     for flag in flags:
@@ -241,10 +302,54 @@ def build_cards(flags: list[Flag], *, dataset_id: int, references: int = CARD_RE
             card.suggested = flag.suggested_identity or nearest.get(_evidence_int(flag, "nearest_identity_id"))
         else:
             card.current, card.suggested = flag.identity_a, flag.identity_b
-        card.evidence_lines = evidence_lines(flag, card)
         cards.append(card)
+    _follow_merges(cards, dataset_id)
+    for card in cards:
+        card.evidence_lines = evidence.evidence_lines(card.flag.evidence, kind=card.flag.kind, names=_names(card))
     _attach_references(cards, references)
     return cards
+
+
+def _follow_merges(cards: list[FlagCard], dataset_id: int) -> None:
+    """An identity merged away since the round shows as its survivor (merged_into: merges keep
+    chains one step long, and a few steps are followed all the same), remembering the name the
+    flag was about; a relabel or merge from the card then targets the survivor."""
+    pending = {i.merged_into_id for c in cards for i in (c.current, c.suggested)
+               if i is not None and i.merged_into_id is not None}
+    survivors: dict[int, Identity] = {}
+    for _ in range(3):
+        pending -= survivors.keys()
+        if not pending:
+            break
+        found = Identity.objects.filter(pk__in=pending, dataset_id=dataset_id).only("id", "name", "merged_into")
+        survivors.update({i.pk: i for i in found})
+        pending = {i.merged_into_id for i in survivors.values() if i.merged_into_id is not None}
+
+    def alive(identity):
+        seen = 0
+        while identity is not None and identity.merged_into_id is not None and seen < 4:
+            identity, seen = survivors.get(identity.merged_into_id), seen + 1
+        return identity
+
+    for card in cards:
+        for side in ("current", "suggested"):
+            identity = getattr(card, side)
+            if identity is not None and identity.merged_into_id is not None:
+                survivor = alive(identity)
+                if survivor is not None:
+                    setattr(card, side, survivor)
+                    setattr(card, f"{side}_from", identity)
+
+
+def _names(card: FlagCard) -> evidence.Names:
+    removal = card.removal_face if card.is_near_duplicate else None
+    return evidence.Names(
+        current=card.current.name if card.current is not None else "",
+        nearest=card.suggested.name if card.suggested is not None and not card.is_pair else "",
+        other=(card.other_face.identity.name if card.other_face is not None
+               else card.suggested.name if card.is_pair and card.suggested is not None else ""),
+        removal=removal.identity.name if removal is not None and card.other_face is not None else "",
+    )
 
 
 def _evidence_int(flag: Flag, key: str) -> int | None:
@@ -259,7 +364,8 @@ def _nearest_identities(flags: list[Flag], dataset_id: int) -> dict[int, Identit
     wanted.discard(None)
     if not wanted:
         return {}
-    return {i.pk: i for i in Identity.objects.filter(pk__in=wanted, dataset_id=dataset_id).only("id", "name")}
+    return {i.pk: i for i in Identity.objects.filter(pk__in=wanted, dataset_id=dataset_id).only(
+        "id", "name", "merged_into")}
 
 
 def _prototype_ids(flag: Flag) -> dict[str, list[int]]:
@@ -288,7 +394,7 @@ def _attach_references(cards: list[FlagCard], per_identity: int) -> None:
     per_pair = max(per_identity, PAIR_REFERENCES)
     most = per_pair if any(card.is_pair for card in cards) else per_identity
     # One more than shown, so that the flagged face itself can be left out.
-    first, active_prototypes = _reference_faces(sorted(identity_ids), sorted(prototype_ids), most + 1)
+    first, active_prototypes, sizes = _reference_faces(sorted(identity_ids), sorted(prototype_ids), most + 1)
 
     def pick(identity, prototypes, exclude, count=per_identity):
         if identity is None:
@@ -298,6 +404,7 @@ def _attach_references(cards: list[FlagCard], per_identity: int) -> None:
         return chosen[:count]
 
     for card, sides in zip(cards, protos):
+        card.sizes = {i.pk: sizes.get(i.pk, 0) for i in (card.current, card.suggested) if i is not None}
         exclude = {card.flag.face_id, card.flag.other_face_id}
         if card.is_pair:
             card.refs_current = pick(card.current, sides.get("label", []), exclude, per_pair)
@@ -308,21 +415,26 @@ def _attach_references(cards: list[FlagCard], per_identity: int) -> None:
 
 
 def _reference_faces(identity_ids: list[int], prototype_ids: list[int], limit: int):
-    """({identity: its first `limit` active face ids}, {prototype face id: its identity if active}),
-    in one query."""
+    """({identity: its first `limit` active face ids}, {prototype face id: its identity if active},
+    {identity: active faces, at most SIZE_CAP}), in one query."""
     first: dict[int, list[int]] = {}
     prototypes: dict[int, int] = {}
+    sizes: dict[int, int] = {}
     if connection.vendor == "postgresql":
         table = Face._meta.db_table
-        # LATERAL: a short walk of face_identity (identity, id) per identity, however large.
+        # LATERAL: a short walk of face_identity (identity, id) per identity, however large; the
+        # sizes walk the same index, stopping at SIZE_CAP.
         sql = (
-            f"SELECT f.id, f.identity_id, true FROM {table} f WHERE f.id = ANY(%s) AND f.status = 'active' "
-            f"UNION ALL SELECT r.id, r.identity_id, false FROM unnest(%s::bigint[]) AS want(identity_id) "
+            f"SELECT f.id, f.identity_id, 'p' FROM {table} f WHERE f.id = ANY(%s) AND f.status = 'active' "
+            f"UNION ALL SELECT r.id, r.identity_id, 'r' FROM unnest(%s::bigint[]) AS want(identity_id) "
             f"CROSS JOIN LATERAL (SELECT g.id, g.identity_id FROM {table} g WHERE g.identity_id = want.identity_id "
-            f"AND g.status = 'active' ORDER BY g.id LIMIT %s) r"
+            f"AND g.status = 'active' ORDER BY g.id LIMIT %s) r "
+            f"UNION ALL SELECT n.count, want.identity_id, 'n' FROM unnest(%s::bigint[]) AS want(identity_id) "
+            f"CROSS JOIN LATERAL (SELECT count(*) AS count FROM (SELECT 1 FROM {table} h "
+            f"WHERE h.identity_id = want.identity_id AND h.status = 'active' LIMIT %s) capped) n"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [prototype_ids, identity_ids, limit])
+            cursor.execute(sql, [prototype_ids, identity_ids, limit, identity_ids, SIZE_CAP])
             rows = cursor.fetchall()
     else:
         ranked = (
@@ -330,119 +442,20 @@ def _reference_faces(identity_ids: list[int], prototype_ids: list[int], limit: i
             .annotate(rank=Window(RowNumber(), partition_by=[F("identity_id")], order_by=F("id").asc()))
             .filter(rank__lte=limit).order_by("identity_id", "id").values_list("id", "identity_id")
         )
-        rows = [(i, identity, False) for i, identity in ranked]
-        rows += [(i, identity, True) for i, identity in Face.objects.filter(
+        rows = [(i, identity, "r") for i, identity in ranked]
+        rows += [(i, identity, "p") for i, identity in Face.objects.filter(
             pk__in=prototype_ids, status=Face.Status.ACTIVE).values_list("id", "identity_id")]
-    for face_id, identity_id, is_prototype in rows:
-        if is_prototype:
-            prototypes[face_id] = identity_id
+        rows += [(min(n, SIZE_CAP), identity, "n") for identity, n in Face.objects.filter(
+            identity_id__in=identity_ids, status=Face.Status.ACTIVE).order_by().values_list("identity_id")
+            .annotate(n=Count("pk"))]
+    for value, identity_id, tag in rows:
+        if tag == "p":
+            prototypes[value] = identity_id
+        elif tag == "r":
+            first.setdefault(identity_id, []).append(value)
         else:
-            first.setdefault(identity_id, []).append(face_id)
-    return first, prototypes
-
-
-# -- evidence in words ----------------------------------------------------------------------------
-
-def _number(evidence: dict, *keys) -> float | None:
-    for key in keys:
-        value = evidence.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-    return None
-
-
-def _share(percent: float) -> str:
-    if percent >= 10:
-        return f"{percent:.0f}%"
-    if percent >= 1:
-        return f"{percent:.1f}%"
-    if percent >= 0.01:
-        return f"{percent:.2f}%"
-    return "0.01%"
-
-
-def evidence_lines(flag: Flag, card: FlagCard) -> list[str]:
-    """The evidence in words, most telling first. Names come out as plain text: the
-    templates escape them."""
-    e = flag.evidence if isinstance(flag.evidence, dict) else {}
-    nearest = card.suggested.name if card.suggested is not None and not card.is_pair else "the nearest other identity"
-    lines = []
-    if flag.kind in (Flag.Kind.NOISY, Flag.Kind.HARD):
-        theta_y, theta_1 = _number(e, "theta_y_deg", "theta_y"), _number(e, "theta_1_deg", "theta_1")
-        if theta_y is not None and theta_1 is not None:
-            lines.append(f"θy {theta_y:.1f}° to its own identity, θ1 {theta_1:.1f}° to {nearest}")
-        own, other = _number(e, "angle_own_prototype_centre_deg"), _number(e, "angle_nearest_other_centre_deg")
-        if e.get("reason") == "open_set" and own is not None:
-            text = f"{own:.1f}° from its identity's centre"
-            lines.append(text + (f", {other:.1f}° from the nearest other" if other is not None else ""))
-        lines.append({
-            "open_set": "Like no identity here: remove",
-            "closed_set": f"Closer to {nearest} than to its own identity",
-            "noisy_band_unconfirmed": f"Near {nearest}, not confirmed by its reference faces",
-            "margin_band": f"Inside the margin to {nearest}: probably right",
-        }.get(e.get("reason"), "Far from its identity" if flag.kind == Flag.Kind.NOISY
-              else "Close to another identity"))
-        norm = _number(e, "norm")
-        if norm is not None:
-            lines.append(f"Feature norm {norm:.1f}")
-    elif flag.kind == Flag.Kind.LOW_NORM:
-        norm, median = _number(e, "norm"), _number(e, "median_norm")
-        percentile, z = _number(e, "norm_percentile", "percentile"), _number(e, "log_norm_z")
-        if percentile is None and z is not None:
-            percentile = 50.0 * (1.0 + math.erf(z / math.sqrt(2.0)))
-        if norm is not None:
-            text = f"Feature norm {norm:.2f}" + (f" (median {median:.1f})" if median is not None else "")
-            lines.append(text)
-        if percentile is not None:
-            lines.append(f"Lowest {_share(percentile)} of norms: blurred or not a face")
-        reasons = [r for r in e.get("reasons") or [] if isinstance(r, str)]
-        if "low sharpness" in reasons:
-            lines.append("Almost no detail in the image: blank, heavily blurred or blown up from a tiny crop")
-        if "no face found" in reasons:
-            lines.append("The face detector found no face in this image")
-    elif flag.kind == Flag.Kind.NEAR_DUPLICATE:
-        lines += _near_duplicate_lines(e, card)
-    elif flag.kind == Flag.Kind.DUPLICATE_IDENTITY:
-        cosine = _number(e, "cosine")
-        if cosine is not None:
-            lines.append(f"Centre cosine {cosine:.3f}")
-        size, other = _number(e, "size"), _number(e, "other_size")
-        if size is not None and other is not None:
-            lines.append(f"{size:.0f} and {other:.0f} faces")
-    return lines
-
-
-def _near_duplicate_lines(e: dict, card: FlagCard) -> list[str]:
-    lines = []
-    distance = _number(e, "pixel_distance")
-    if e.get("exact") is True:
-        lines.append("The same file twice (byte-identical)")
-    elif distance is not None:
-        bound = _number(e.get("thresholds", {}).get("pixel_distance", {}) if isinstance(e.get("thresholds"), dict)
-                        else {}, "value")
-        words = "practically the same pixels" if distance < 1.0 else "the same picture, re-saved or resized"
-        lines.append(f"Pixels differ by {distance:.1f}/255 on average: {words}"
-                     + (f" (copies stay under {bound:.1f})" if bound is not None else ""))
-    cosine = _number(e, "cosine")
-    if cosine is not None and distance is None:
-        lines.append(f"Cosine {cosine:.4f} between the two images")
-    same = e.get("same_identity")
-    other = card.other_face.identity.name if card.other_face is not None else "another identity"
-    if same is True:
-        lines.append("Both under " + (card.current.name if card.current is not None else "one identity")
-                     + ": one copy is enough")
-    elif same is False:
-        here = card.current.name if card.current is not None else "one identity"
-        lines.append(f"Filed under {here} and under {other}: which label is right?")
-    removal = card.removal_face
-    if removal is not None and card.other_face is not None:
-        lines.append(f"Suggested: remove the copy under {removal.identity.name}")
-    elif same is False:
-        lines.append("Nothing is removed unless you choose a copy")
-    reason = e.get("keep_reason")
-    if isinstance(reason, str) and reason:
-        lines.append(reason[0].upper() + reason[1:])
-    return lines
+            sizes[identity_id] = value
+    return first, prototypes, sizes
 
 
 # -- the queue ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Bulk decisions on faces picked by hand (the identity page): remove, mark low quality,
 restore, relabel. Built on labels.py; each face gets its own savepoint so that a face
 someone else changed meanwhile is reported as a conflict while the others go through."""
+import uuid
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -16,16 +17,19 @@ ACTIONS = ("remove", "low_quality", "restore", "relabel")
 class BulkResult:
     decided: list[int] = field(default_factory=list)
     conflicts: list[tuple[int, str]] = field(default_factory=list)
+    # The id every Decision row of this action carries (Decision.batch): undone as one.
+    batch: uuid.UUID | None = None
 
 
-def _apply(action: str, face_id: int, *, user, identity_id: int | None, expected: dict | None) -> Decision:
+def _apply(action: str, face_id: int, *, user, identity_id: int | None, expected: dict | None,
+           batch: uuid.UUID | None) -> Decision:
     if action == "remove":
-        return labels.face_remove(face_id=face_id, user=user, expected=expected)
+        return labels.face_remove(face_id=face_id, user=user, expected=expected, batch=batch)
     if action == "low_quality":
-        return labels.face_mark_low_quality(face_id=face_id, user=user, expected=expected)
+        return labels.face_mark_low_quality(face_id=face_id, user=user, expected=expected, batch=batch)
     if action == "restore":
-        return labels.face_restore(face_id=face_id, user=user, expected=expected)
-    return labels.face_relabel(face_id=face_id, identity_id=identity_id, user=user, expected=expected)
+        return labels.face_restore(face_id=face_id, user=user, expected=expected, batch=batch)
+    return labels.face_relabel(face_id=face_id, identity_id=identity_id, user=user, expected=expected, batch=batch)
 
 
 @transaction.atomic
@@ -41,14 +45,14 @@ def faces_bulk_action(*, face_ids: list[int], action: str, user, dataset, identi
     ids = list(dict.fromkeys(int(i) for i in face_ids))
     ours = set(Face.objects.filter(pk__in=ids, dataset=dataset).values_list("pk", flat=True))
     expected = {"identity": from_identity_id} if from_identity_id is not None else None
-    result = BulkResult()
+    result = BulkResult(batch=uuid.uuid4())
     for face_id in ids:
         if face_id not in ours:
             result.conflicts.append((face_id, "not a face of this dataset"))
             continue
         try:
             with transaction.atomic():
-                _apply(action, face_id, user=user, identity_id=identity_id, expected=expected)
+                _apply(action, face_id, user=user, identity_id=identity_id, expected=expected, batch=result.batch)
         except LabelConflict as conflict:
             result.conflicts.append((face_id, str(conflict)))
         else:

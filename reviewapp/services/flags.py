@@ -13,6 +13,7 @@ removal takes out ("remove": "other_index" or "index"); across two identities it
 when the mining could not tell which label is right ("remove": null), and then "remove" needs
 the reviewer's choice (remove_face_id, either copy). The reviewer may always pick either copy.
 """
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,8 +22,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Decision, Face, Flag
-from . import labels
+from ..models import Decision, Face, Flag, Identity
+from . import claims, double_review, labels
 from .labels import LabelConflict
 
 ACTIONS = ("confirm", "reject", "relabel", "remove", "low_quality")
@@ -37,6 +38,8 @@ __all__ = ["ACTIONS", "BulkResult", "LabelConflict", "claim_cutoff", "claim_seco
 class BulkResult:
     decided: list[int] = field(default_factory=list)
     conflicts: list[tuple[int, str]] = field(default_factory=list)
+    # The id every Decision row of this action carries (Decision.batch): undone as one.
+    batch: uuid.UUID | None = None
 
 
 def claim_seconds() -> int:
@@ -52,66 +55,71 @@ def claim_cutoff(now=None):
 
 @transaction.atomic
 def flag_decide(*, flag_id: int, action: str, user, identity_id: int | None = None,
-                survivor_id: int | None = None, remove_face_id: int | None = None) -> Decision:
+                survivor_id: int | None = None, remove_face_id: int | None = None,
+                batch: uuid.UUID | None = None) -> Decision:
     """Act on one open flag; see the module docstring. ValueError for an action the flag does
     not allow (relabel without a target, remove on an identity pair, a foreign survivor, a
     remove_face_id that is not one of a near-duplicate's two faces)."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}")
     # of=("self",): lock the flag only; the round row is shared by every flag of the queue.
-    flag = Flag.objects.select_for_update(of=("self",)).select_related("round").get(pk=flag_id)
+    # The dataset comes along for its claims mode and double-review share.
+    flag = Flag.objects.select_for_update(of=("self",)).select_related("round__dataset").get(pk=flag_id)
     if flag.state != Flag.State.OPEN:
         current = _flag_current(flag)
         who = f" by {current['decided_by']}" if current["decided_by"] else ""
         raise LabelConflict(f"This flag was already decided{who} ({flag.get_state_display()}).", current=current)
+    claims.claim_check(flag=flag, user=user)  # refuses only where the dataset enforces claims
     is_pair = flag.kind == Flag.Kind.DUPLICATE_IDENTITY or flag.face_id is None
     if is_pair and action in FACE_ACTIONS:
         raise ValueError("An identity pair can only be merged (confirm) or kept apart (reject)")
     decision, state = _ACTIONS[action](flag, user=user, identity_id=identity_id, survivor_id=survivor_id,
-                                       is_pair=is_pair, remove_face_id=remove_face_id)
+                                       is_pair=is_pair, remove_face_id=remove_face_id, batch=batch)
     flag.state = state
     # A decided flag leaves its batch: claims stay few, so the claimed_by index stays small.
     flag.claimed_by, flag.claimed_at = None, None
     flag.save(update_fields=["state", "claimed_by", "claimed_at"])
+    double_review.second_review_sample(flag=flag, decision=decision)
     return decision
 
 
-def _confirm(flag, *, user, survivor_id, is_pair, **_):
+def _confirm(flag, *, user, survivor_id, is_pair, batch, **_):
     if is_pair or flag.suggestion == Flag.Suggestion.MERGE:
-        return _merge(flag, user=user, survivor_id=survivor_id), Flag.State.CONFIRMED
+        return _merge(flag, user=user, survivor_id=survivor_id, batch=batch), Flag.State.CONFIRMED
     if flag.suggestion == Flag.Suggestion.REMOVE:
-        return labels.face_remove(face_id=_removal_target(flag), user=user, flag=flag), Flag.State.CONFIRMED
+        decision = labels.face_remove(face_id=_removal_target(flag), user=user, flag=flag, batch=batch)
+        return decision, Flag.State.CONFIRMED
     if flag.suggestion == Flag.Suggestion.RELABEL:
         if flag.suggested_identity_id is None:
             raise ValueError("This flag suggests no identity to relabel to")
         decision = labels.face_relabel(face_id=flag.face_id, identity_id=flag.suggested_identity_id,
-                                       user=user, flag=flag)
+                                       user=user, flag=flag, batch=batch)
         return decision, Flag.State.CONFIRMED
-    return _keep(flag, user=user), Flag.State.CONFIRMED
+    return _keep(flag, user=user, batch=batch), Flag.State.CONFIRMED
 
 
-def _reject(flag, *, user, **_):
-    return _keep(flag, user=user), Flag.State.REJECTED
+def _reject(flag, *, user, batch, **_):
+    return _keep(flag, user=user, batch=batch), Flag.State.REJECTED
 
 
-def _relabel(flag, *, user, identity_id, **_):
+def _relabel(flag, *, user, identity_id, batch, **_):
     if identity_id is None:
         raise ValueError("Choose the identity to relabel to")
-    decision = labels.face_relabel(face_id=flag.face_id, identity_id=identity_id, user=user, flag=flag)
+    decision = labels.face_relabel(face_id=flag.face_id, identity_id=identity_id, user=user, flag=flag, batch=batch)
     as_suggested = (flag.suggestion == Flag.Suggestion.RELABEL
                     and decision.after.get("identity") == flag.suggested_identity_id)
     return decision, Flag.State.CONFIRMED if as_suggested else Flag.State.OVERRIDDEN
 
 
-def _remove(flag, *, user, remove_face_id=None, **_):
+def _remove(flag, *, user, batch, remove_face_id=None, **_):
     target = _removal_target(flag, remove_face_id)
-    decision = labels.face_remove(face_id=target, user=user, flag=flag)
+    decision = labels.face_remove(face_id=target, user=user, flag=flag, batch=batch)
     return decision, _removal_state(flag, target)
 
 
-def _low_quality(flag, *, user, remove_face_id=None, **_):
+def _low_quality(flag, *, user, batch, remove_face_id=None, **_):
     target = _removal_target(flag, remove_face_id)
-    decision = labels.face_mark_low_quality(face_id=target, user=user, flag=flag)
+    decision = labels.face_mark_low_quality(face_id=target, user=user, flag=flag, batch=batch)
     return decision, _removal_state(flag, target)
 
 
@@ -148,18 +156,26 @@ def _removal_state(flag, target: int) -> str:
     return Flag.State.CONFIRMED if as_suggested else Flag.State.OVERRIDDEN
 
 
-def _merge(flag, *, user, survivor_id):
+def _merge(flag, *, user, survivor_id, batch=None):
     pair = (flag.identity_a_id, flag.identity_b_id)
     if None in pair:
         raise ValueError("This flag names no identity pair to merge")
+    # A side merged away since the round stands for the identity it was merged into (the card
+    # shows that one): merges keep merged_into one step long.
+    live = {pk: into or pk for pk, into in Identity.objects.filter(pk__in=pair).values_list("pk", "merged_into_id")}
     survivor = survivor_id or flag.suggested_identity_id or flag.identity_b_id
-    if survivor not in pair:
+    if survivor not in pair and survivor not in (live.get(pair[0]), live.get(pair[1])):
         raise ValueError("The surviving identity must be one of the pair")
-    merged = pair[0] if survivor == pair[1] else pair[1]
-    return labels.identity_merge(identity_id=merged, into_id=survivor, user=user, flag=flag)
+    survivor = live.get(survivor, survivor)
+    sides = (live.get(pair[0], pair[0]), live.get(pair[1], pair[1]))
+    if sides[0] == sides[1]:
+        # Merged into one since the round: what the flag asked is done; record the agreement.
+        return _keep(flag, user=user, batch=batch)
+    merged = sides[0] if survivor == sides[1] else sides[1]
+    return labels.identity_merge(identity_id=merged, into_id=survivor, user=user, flag=flag, batch=batch)
 
 
-def _keep(flag, *, user) -> Decision:
+def _keep(flag, *, user, batch=None) -> Decision:
     """Record that a reviewer looked and kept things as they are. The face is locked (after
     the flag, the order labels.py follows) so that a relabel committing meanwhile either
     waits for this row or is what this row records."""
@@ -175,7 +191,7 @@ def _keep(flag, *, user) -> Decision:
         actor=user.get_username() if user is not None else "system",
         round_id=flag.round_id, flag=flag, evidence=flag.evidence, action=Decision.Action.KEEP,
         face_id=flag.face_id, identity_id=flag.identity_a_id if flag.face_id is None else None,
-        before=state, after=state,
+        before=state, after=state, batch=batch,
     )
 
 
@@ -192,7 +208,8 @@ def flags_decide_bulk(*, flag_ids: list[int], action: str, user, identity_id: in
                       dataset_id: int | None = None) -> BulkResult:
     """The same action on many flags, each in its own savepoint: a conflict (or a flag the
     action does not fit) is reported and skipped, the others are decided. With dataset_id,
-    flags of other datasets count as missing."""
+    flags of other datasets count as missing. Every Decision row it writes carries one fresh
+    batch id (result.batch), so the whole action can be found and undone as one."""
     if action not in ACTIONS:
         raise ValueError(f"Unknown action {action!r}")
     if action == "relabel" and identity_id is None:
@@ -203,13 +220,13 @@ def flags_decide_bulk(*, flag_ids: list[int], action: str, user, identity_id: in
     if dataset_id is not None:
         found = found.filter(round__dataset_id=dataset_id)
     known = set(found.values_list("pk", flat=True))
-    result = BulkResult()
+    result = BulkResult(batch=uuid.uuid4())
     for flag_id in ids:
         if flag_id not in known:
             result.conflicts.append((flag_id, "No such flag"))
             continue
         try:
-            flag_decide(flag_id=flag_id, action=action, user=user, identity_id=identity_id)
+            flag_decide(flag_id=flag_id, action=action, user=user, identity_id=identity_id, batch=result.batch)
         except (LabelConflict, ValueError) as error:
             result.conflicts.append((flag_id, str(error)))
         else:

@@ -64,6 +64,32 @@ def face_image_bytes(*, face: Face) -> tuple[bytes, str]:
     return out.getvalue(), "image/png"
 
 
+def image_pixel_size(*, face: Face) -> tuple[int, int] | None:
+    """(width, height) of a face's image from its header, None when unreadable. A file is only
+    opened, never decoded (Pillow reads the header lazily); a RecordIO face reads its record."""
+    source = Source.objects.only("root", "format", "record_file").get(pk=face.source_id)
+    try:
+        if source.format == Source.Format.RECORDIO:
+            face = Face(pk=face.pk, source=source, path=face.path, record_offset=_record_offset(face))
+            opened = Image.open(io.BytesIO(face_bytes(face=face)))
+        else:
+            root = Path(source.root)
+            path = (root / face.path).resolve()
+            if not path.is_relative_to(root):
+                return None
+            opened = Image.open(path)
+        with opened as image:
+            return image.size
+    except (Http404, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _record_offset(face: Face) -> int | None:
+    if "record_offset" in face.get_deferred_fields():
+        return Face.objects.filter(pk=face.pk).values_list("record_offset", flat=True).first()
+    return face.record_offset
+
+
 def _beyond_budget(image: Image.Image) -> bool:
     """Whether decoding image (as opened, or as drafted) would exceed settings.IMAGE_MAX_PIXELS.
     Image.open reads only the header, so this costs nothing: a 12000x12000 PNG of 420 KB on disk

@@ -31,6 +31,9 @@ from django.utils.text import slugify
 from ..models import Dataset, Job, Membership
 
 log = logging.getLogger("reviewapp.jobs")
+# Jobs of reviewers' work (deciding flags, undoing a batch): every member of the dataset sees
+# them, where imports and exports are its admins' alone.
+REVIEW_KINDS = (Job.Kind.BULK_DECIDE, Job.Kind.BATCH_UNDO)
 IMPORT_FORMATS = ("folder", "list", "recordio")
 EXPORT_FORMATS = ("list", "recordio")
 NAME_MAX = 200
@@ -152,6 +155,13 @@ def _enqueue(job_id: int, expires: float | None = None) -> bool:
     return True
 
 
+def job_queue(*, kind: str, dataset: Dataset | None, user, params: dict) -> Job:
+    """Create a queued job of `kind`, sent to a worker once the caller's transaction commits."""
+    job = Job.objects.create(kind=kind, dataset=dataset, created_by=user, params=params)
+    transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
 @transaction.atomic
 def job_import_start(*, path: str, name: str, fmt: str, user) -> Job:
     """Queue the import of `path` (inside settings.DATA_ROOT) as a new dataset `name`.
@@ -193,9 +203,13 @@ def _now_text() -> str:
 
 
 def job_claim(*, job_id: int, worker: str) -> Job | None:
-    """Take a queued job; None when it is not queued any more (a duplicate delivery)."""
-    taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-        status=Job.Status.RUNNING, result={"worker": worker, "started_at": _now_text(), "heartbeat_at": _now_text()})
+    """Take a queued job; None when it is not queued any more (a duplicate delivery). A
+    resumed job keeps its count of attempts."""
+    earlier = Job.objects.filter(pk=job_id).values_list("result", flat=True).first() or {}
+    result = {"worker": worker, "started_at": _now_text(), "heartbeat_at": _now_text()}
+    if earlier.get("attempts"):
+        result["attempts"] = earlier["attempts"]
+    taken = Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(status=Job.Status.RUNNING, result=result)
     return Job.objects.get(pk=job_id) if taken else None
 
 
@@ -251,11 +265,24 @@ def _stale_message(age: float) -> str:
             "the job was marked failed. Nothing was half-written: start it again.")
 
 
+# Jobs that pick up where a dead worker left them when run again (services.bulk: decided
+# flags are no longer open), and how many workers they may outlive before they are failed.
+RESUMABLE = (Job.Kind.BULK_DECIDE,)
+RESUME_ATTEMPTS = 3
+
+
 def job_check(*, job_id: int) -> Job:
-    """The job, after failing it when it runs without a heartbeat for stale_seconds()."""
+    """The job, after failing it when it runs without a heartbeat for stale_seconds() (a
+    resumable one is queued again instead, RESUME_ATTEMPTS times; jobs_requeue_lost sends it)."""
     job = Job.objects.get(pk=job_id)
     age = heartbeat_age(job)
-    if age is not None and age > stale_seconds():
+    attempts = int((job.result or {}).get("attempts") or 1)
+    if age is not None and age > stale_seconds() and job.kind in RESUMABLE and attempts < RESUME_ATTEMPTS:
+        log.warning("job %s: its worker stopped reporting %.0f s ago; queued again to resume", job_id, age)
+        Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, result__heartbeat_at=job.result["heartbeat_at"]).update(
+            status=Job.Status.QUEUED, result={"attempts": attempts + 1, "progress": job.result.get("progress")})
+        job.refresh_from_db()
+    elif age is not None and age > stale_seconds():
         if Job.objects.filter(pk=job_id, status=Job.Status.RUNNING,
                               result__heartbeat_at=job.result["heartbeat_at"]).update(
                 status=Job.Status.FAILED, error=_stale_message(age), finished_at=timezone.now()):
@@ -339,6 +366,10 @@ def job_execute(*, job_id: int, worker: str) -> str:
         with _Heartbeat(job.pk, worker) as heartbeat:
             if job.kind == Job.Kind.IMPORT:
                 _run_import(job, worker, heartbeat)
+            elif job.kind == Job.Kind.BATCH_UNDO:
+                _run_batch_undo(job, worker, heartbeat)
+            elif job.kind == Job.Kind.BULK_DECIDE:
+                _run_bulk_decide(job, worker, heartbeat)
             else:
                 _run_export(job, worker)
     except Exception as exc:
@@ -369,6 +400,22 @@ def _run_import(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
 
     dataset_import(path=params["path"], name=params["name"], fmt=params["format"], user=user,
                    actor=user.get_username() if user else "worker", progress=heartbeat.report, then=finish)
+
+
+def _run_batch_undo(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
+    from .undo import batch_undo_run
+
+    result = batch_undo_run(job, worker, heartbeat)
+    if not job_finish(job_id=job.pk, worker=worker, result=result):
+        raise RuntimeError("the job was taken away from this worker")
+
+
+def _run_bulk_decide(job: Job, worker: str, heartbeat: _Heartbeat) -> None:
+    from .bulk import bulk_run
+
+    result = bulk_run(job=job, worker=worker, progress=heartbeat.report)
+    if not job_finish(job_id=job.pk, worker=worker, result=result):
+        raise RuntimeError("the job was taken away from this worker")
 
 
 def export_names(dataset: Dataset, fmt: str) -> tuple[str, str]:

@@ -9,7 +9,12 @@ Lock order, the same everywhere so that concurrent decisions wait instead of dea
 flag (services.flags), then identities, then faces. Django's foreign keys are checked only
 at commit, so a reference to a row does not lock it in time: a relabel locks its target
 identity itself before it looks at whether that identity was merged.
+
+`batch`: the id shared by every decision of one multi-flag or multi-face action (a page's bulk
+action, a queue-wide job), written on the Decision row so the action can be undone as one.
 """
+import uuid
+
 from django.db import connection, transaction
 
 from ..models import Decision, Face, Flag, Identity
@@ -50,6 +55,29 @@ def _hold_identity(identity_id: int, dataset_id: int) -> Identity | None:
     return next(iter(Identity.objects.raw(sql, [identity_id, dataset_id])), None)
 
 
+def relabel_targets_hold(*, identity_ids, dataset_id: int) -> dict:
+    """face_relabel's target check for many targets at once: each id maps to the identity a
+    relabel to it lands on (its survivor, held as _hold_identity holds it), or to the
+    ValueError / LabelConflict face_relabel would raise. Lock order: call it after locking the
+    flags and before locking the faces."""
+    out = {}
+    for identity_id in sorted(set(identity_ids)):
+        try:
+            target, seen = _hold_identity(identity_id, dataset_id), set()
+            if target is None:
+                raise ValueError("The target identity is not in this face's dataset")
+            while target.merged_into_id is not None:
+                # Once an unmerged target is held no merge of it can commit before this transaction.
+                seen.add(target.pk)
+                target = _hold_identity(target.merged_into_id, dataset_id)
+                if target is None or target.pk in seen:
+                    raise LabelConflict("The target identity's merges form a loop; ask an admin to check it")
+            out[identity_id] = target
+        except (ValueError, LabelConflict) as error:
+            out[identity_id] = error
+    return out
+
+
 def _root(identity: Identity) -> Identity:
     """The identity that survives a chain of merges. Merges keep chains one step long
     (see identity_merge), so this loop runs at most once in practice."""
@@ -60,7 +88,7 @@ def _root(identity: Identity) -> Identity:
     return identity
 
 
-def _record(*, face=None, identity=None, dataset_id, action, before, after, user, actor, flag):
+def _record(*, face=None, identity=None, dataset_id, action, before, after, user, actor, flag, batch=None):
     return Decision.objects.create(
         dataset_id=dataset_id,
         user=user,
@@ -73,10 +101,11 @@ def _record(*, face=None, identity=None, dataset_id, action, before, after, user
         identity=identity,
         before=before,
         after=after,
+        batch=batch,
     )
 
 
-def _set_face(face_id, *, action, user, actor, flag, expected, **changes) -> Decision:
+def _set_face(face_id, *, action, user, actor, flag, expected, batch=None, **changes) -> Decision:
     face = _lock_face(face_id)
     before = _face_state(face)
     if expected is not None and any(before[k] != v for k, v in expected.items()):
@@ -88,59 +117,53 @@ def _set_face(face_id, *, action, user, actor, flag, expected, **changes) -> Dec
     face.save(update_fields=list(changes))
     return _record(
         face=face, dataset_id=face.dataset_id, action=action, before=before,
-        after=_face_state(face), user=user, actor=actor, flag=flag,
+        after=_face_state(face), user=user, actor=actor, flag=flag, batch=batch,
     )
 
 
 @transaction.atomic
 def face_remove(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
-                expected: dict | None = None) -> Decision:
+                expected: dict | None = None, batch: uuid.UUID | None = None) -> Decision:
     """Take a face out of the cleaned set (open-set noise, junk). Reversible by face_restore."""
     return _set_face(face_id, action=Decision.Action.REMOVE, user=user, actor=actor, flag=flag,
-                     expected=expected, status=Face.Status.REMOVED)
+                     expected=expected, batch=batch, status=Face.Status.REMOVED)
 
 
 @transaction.atomic
 def face_mark_low_quality(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
-                          expected: dict | None = None) -> Decision:
+                          expected: dict | None = None, batch: uuid.UUID | None = None) -> Decision:
     """Take a blurred or junk face out of the cleaned set, recorded as "low_quality" so the
     audit tells it from a wrong-identity removal. Reversible by face_restore."""
     return _set_face(face_id, action=Decision.Action.LOW_QUALITY, user=user, actor=actor, flag=flag,
-                     expected=expected, status=Face.Status.REMOVED)
+                     expected=expected, batch=batch, status=Face.Status.REMOVED)
 
 
 @transaction.atomic
 def face_restore(*, face_id: int, user=None, actor: str = "", flag: Flag | None = None,
-                 expected: dict | None = None) -> Decision:
+                 expected: dict | None = None, batch: uuid.UUID | None = None) -> Decision:
     return _set_face(face_id, action=Decision.Action.RESTORE, user=user, actor=actor, flag=flag,
-                     expected=expected, status=Face.Status.ACTIVE)
+                     expected=expected, batch=batch, status=Face.Status.ACTIVE)
 
 
 @transaction.atomic
 def face_relabel(*, face_id: int, identity_id: int, user=None, actor: str = "",
-                 flag: Flag | None = None, expected: dict | None = None) -> Decision:
+                 flag: Flag | None = None, expected: dict | None = None,
+                 batch: uuid.UUID | None = None) -> Decision:
     """Move a face to another identity of its dataset (closed-set noise). A target that is
     merged, also one merged while this waited for it, is replaced by its survivor: the
     reviewer meant that person, and a face left on a merged identity would be exported under
     the survivor while every page still showed the merged name."""
     dataset_id = Face.objects.values_list("dataset_id", flat=True).get(pk=face_id)  # never changes
-    target = _hold_identity(identity_id, dataset_id)
-    if target is None:
-        raise ValueError("The target identity is not in this face's dataset")
-    seen = set()
-    while target.merged_into_id is not None:
-        # Once an unmerged target is held no merge of it can commit before this transaction.
-        seen.add(target.pk)
-        target = _hold_identity(target.merged_into_id, dataset_id)
-        if target is None or target.pk in seen:
-            raise LabelConflict("The target identity's merges form a loop; ask an admin to check it")
+    target = relabel_targets_hold(identity_ids=[identity_id], dataset_id=dataset_id)[identity_id]
+    if isinstance(target, Exception):
+        raise target
     return _set_face(face_id, action=Decision.Action.RELABEL, user=user, actor=actor, flag=flag,
-                     expected=expected, identity_id=target.pk)
+                     expected=expected, batch=batch, identity_id=target.pk)
 
 
 @transaction.atomic
 def identity_merge(*, identity_id: int, into_id: int, user=None, actor: str = "",
-                   flag: Flag | None = None) -> Decision:
+                   flag: Flag | None = None, batch: uuid.UUID | None = None) -> Decision:
     """Join two identities that are one person: `identity_id` is merged into `into_id`.
 
     Its faces move to the survivor, and identities earlier merged into it are re-pointed
@@ -174,5 +197,5 @@ def identity_merge(*, identity_id: int, into_id: int, user=None, actor: str = ""
         identity=merged, dataset_id=merged.dataset_id, action=Decision.Action.MERGE,
         before={"identity": merged.pk, "merged_into": None, "faces": moved_ids},
         after={"merged_into": survivor.pk, "faces_moved": len(moved_ids), "identities_repointed": repointed},
-        user=user, actor=actor, flag=flag,
+        user=user, actor=actor, flag=flag, batch=batch,
     )

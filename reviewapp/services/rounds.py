@@ -295,16 +295,30 @@ def _flag(round_id: int, candidate, index_to_face, class_to_identity) -> Flag:
 
 
 def _evidence_with_ids(evidence: dict, face, identity) -> dict:
-    """Mining names faces by dataset index and identities by class index of this round; the
-    web app reads ids. The indices stay (they explain the numbers), the ids are added."""
-    refs = evidence.get("reference_faces")
+    """Mining names faces by dataset index and identities by class index of this round: numbers
+    that mean nothing once the round is over (the next round numbers rows differently). The web
+    app, the API and the audit read database ids, so only those are kept: reference_faces
+    becomes reference_face_ids, nearest_identity nearest_identity_id (and the class indices
+    nested in neighbour_votes and head their identity ids)."""
+    refs = evidence.pop("reference_faces", None)
     if isinstance(refs, dict):
-        evidence["reference_face_ids"] = {side: [face(i) for i in ids if isinstance(i, int) and i >= 0]
+        evidence["reference_face_ids"] = {side: [face(i) for i in ids if _index(i)]
                                           for side, ids in refs.items() if isinstance(ids, list)}
-    nearest = evidence.get("nearest_identity")
-    if isinstance(nearest, int) and not isinstance(nearest, bool) and nearest >= 0:
+    nearest = evidence.pop("nearest_identity", None)
+    if _index(nearest):
         evidence["nearest_identity_id"] = identity(nearest)
+    for nested, key, id_key in (("neighbour_votes", "best_other_label", "best_other_identity_id"),
+                                ("head", "j_star", "nearest_identity_id")):
+        inner = evidence.get(nested)
+        if isinstance(inner, dict) and key in inner:
+            label = inner.pop(key)
+            if _index(label):
+                inner[id_key] = identity(label)
     return evidence
+
+
+def _index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _finite(value) -> float:

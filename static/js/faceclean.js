@@ -68,6 +68,18 @@
     return null;
   }
 
+  function afterSelection() {
+    // {id, next}: the first selected card, and the nearest unselected card after the selection
+    // (else before it), for the focus after a bulk action on the identity page.
+    var list = cards();
+    var chosen = list.filter(function (c) { var b = checkbox(c); return b && b.checked; });
+    if (!chosen.length) return null;
+    var free = function (c) { var b = checkbox(c); return !b || !b.checked; };
+    var next = list.slice(list.indexOf(chosen[chosen.length - 1]) + 1).find(free) ||
+      list.slice(0, list.indexOf(chosen[0])).reverse().find(free);
+    return { id: chosen[0].id, next: next ? next.id : null };
+  }
+
   // -- selection ----------------------------------------------------------------------------
 
   function checkbox(card) {
@@ -298,6 +310,9 @@
       pending = { id: card.id, next: next ? next.id : null };
     } else if (elt.matches("#bulk-form")) {
       bulkPending = true;
+      // The identity page: once the answer is in, focus the card after the selection (a
+      // relabelled card leaves the grid, and the closing relabel box would leave focus on <body>).
+      if (!pending) pending = afterSelection();
     } else if (elt.closest(".load-more")) {
       loadingFrom = cards().length;
     }
@@ -338,4 +353,120 @@
   });
 
   document.addEventListener("DOMContentLoaded", updateCount);
+
+  // -- messages (toasts) --------------------------------------------------------------------
+  // Every message gets a close button; all but errors go away by themselves (warnings stay
+  // longer), and not while the pointer or the focus is on them. The CSS keeps them in the
+  // bottom-left corner, clear of the toolbars' buttons at the top right.
+
+  var TOAST_MS = { success: 6000, info: 6000, debug: 6000, warning: 12000 };
+
+  function dismissToast(message) {
+    if (!message.isConnected) return;
+    message.classList.add("leaving");
+    setTimeout(function () { message.remove(); }, 250);
+  }
+
+  function setUpToast(message) {
+    message.setAttribute("data-toast", "");
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "message-close";
+    close.setAttribute("aria-label", "Dismiss this message");
+    close.textContent = "\u00d7";
+    close.addEventListener("click", function () { dismissToast(message); });
+    message.appendChild(close);
+    if (message.classList.contains("error")) return; // errors stay until closed
+    var level = Object.keys(TOAST_MS).filter(function (l) { return message.classList.contains(l); })[0];
+    var timer = null, left = TOAST_MS[level || "info"], started = 0;
+    function run() { started = Date.now(); timer = setTimeout(function () { dismissToast(message); }, left); }
+    function hold() { if (timer) { clearTimeout(timer); timer = null; left = Math.max(left - (Date.now() - started), 1500); } }
+    message.addEventListener("mouseenter", hold);
+    message.addEventListener("focusin", hold);
+    message.addEventListener("mouseleave", function () { if (!timer && !message.contains(document.activeElement)) run(); });
+    message.addEventListener("focusout", function (ev) { if (!timer && !message.contains(ev.relatedTarget)) run(); });
+    run();
+  }
+
+  function setUpToasts() {
+    document.querySelectorAll("#messages .message:not([data-toast])").forEach(setUpToast);
+  }
+
+  document.addEventListener("DOMContentLoaded", setUpToasts);
+  document.addEventListener("htmx:afterSettle", setUpToasts);
+  document.addEventListener("htmx:oobAfterSwap", setUpToasts);
+
+  // -- the start-round form: only the chosen method's fields --------------------------------
+  // form[data-method-fields] holds fieldset[data-methods="m1 m2"]: the others are hidden and
+  // disabled (not sent). Without JavaScript every field shows, with a note saying which apply.
+
+  function showMethodFields(form) {
+    var select = form.querySelector("select[name=method]");
+    if (!select) return;
+    form.querySelectorAll("fieldset[data-methods]").forEach(function (fieldset) {
+      var on = fieldset.getAttribute("data-methods").split(/\s+/).indexOf(select.value) >= 0;
+      fieldset.hidden = !on;
+      fieldset.disabled = !on;
+    });
+    var note = form.querySelector(".method-note");
+    if (note) note.hidden = true;
+  }
+
+  function setUpMethodForms() {
+    document.querySelectorAll("form[data-method-fields]").forEach(showMethodFields);
+  }
+
+  document.addEventListener("change", function (ev) {
+    var form = ev.target.matches && ev.target.matches("select[name=method]") && ev.target.closest("form[data-method-fields]");
+    if (form) showMethodFields(form);
+  });
+  document.addEventListener("DOMContentLoaded", setUpMethodForms);
+  document.addEventListener("htmx:afterSettle", setUpMethodForms);
+
+  // -- a button busy while its work runs ----------------------------------------------------
+  // form[data-busy-label][data-busy-while=SELECTOR]: from the moment it is sent, its submit
+  // button is disabled and says the busy label until nothing matches SELECTOR any more (the
+  // export's job fragment stops polling, so loses its hx-trigger, when the job has ended).
+
+  function busyForms() {
+    return Array.prototype.slice.call(document.querySelectorAll("form[data-busy-label]"));
+  }
+
+  function setBusy(form, busy) {
+    var button = form.querySelector("button[type=submit]");
+    if (!button) return;
+    if (!button.hasAttribute("data-idle-label")) button.setAttribute("data-idle-label", button.textContent);
+    button.disabled = busy;
+    button.setAttribute("aria-busy", busy ? "true" : "false");
+    button.textContent = busy ? form.getAttribute("data-busy-label") : button.getAttribute("data-idle-label");
+  }
+
+  function updateBusy() {
+    busyForms().forEach(function (form) {
+      if (form.hasAttribute("data-sending")) return;
+      setBusy(form, !!document.querySelector(form.getAttribute("data-busy-while")));
+    });
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (ev) {
+    var form = ev.detail && ev.detail.elt;
+    if (form && form.matches && form.matches("form[data-busy-label]")) {
+      form.setAttribute("data-sending", "");
+      setBusy(form, true);
+    }
+  });
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    var form = ev.detail && ev.detail.elt;
+    if (form && form.matches && form.matches("form[data-busy-label]")) {
+      form.removeAttribute("data-sending");
+      if (!ev.detail.successful) setBusy(form, false);
+    }
+  });
+  document.addEventListener("htmx:afterSettle", function (ev) {
+    updateBusy();
+    var result = ev.detail && ev.detail.target;
+    // The answer lands next to the button: keep it in view.
+    if (result && result.matches && result.matches("[data-keep-in-view]")) result.scrollIntoView({ block: "nearest" });
+  });
+  document.addEventListener("DOMContentLoaded", updateBusy);
 })();

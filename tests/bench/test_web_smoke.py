@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-KINDS = ("queue", "face_card", "decision", "thumbnail")
+KINDS = ("queue", "face_card", "decision", "thumbnail", "identities")
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_tiny_web_bench_prints_latencies_without_errors():
     result = subprocess.run(
         [sys.executable, "bench/web.py", "--faces", "2000", "--identities", "100", "--flags", "400",
          "--clients", "2", "--seconds", "4", "--stress-seconds", "3", "--think-ms-min", "0", "--think-ms-max", "20",
-         "--warmup-seconds", "1",
+         "--warmup-seconds", "1", "--bulk-flags", "30",
          "--workers", "1", "--threads", "2", "--database", database],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -43,6 +43,10 @@ def test_tiny_web_bench_prints_latencies_without_errors():
         assert phase["conflicts"] == 0
     assert report["setup"]["queue_pages_after_cursor"] + report["stress"]["setup"]["queue_pages_after_cursor"] > 0
     assert report["setup"]["think_ms"] == [0, 20] and report["stress"]["setup"]["think_ms"] == [0, 0]
+    # The queue-wide bulk job after the load: about 30 flags rejected through the API's job.
+    bulk = report["bulk_decide"]
+    assert 25 <= bulk["decisions"] + bulk["conflicts"] <= 40 and bulk["decisions"] >= 25, bulk
+    assert 0 < bulk["seconds"] < 120, bulk
     # The throw-away database is gone afterwards.
     listing = subprocess.run(
         [sys.executable, "-c", "import psycopg2,sys; c=psycopg2.connect(sys.argv[1]); k=c.cursor(); "

@@ -143,3 +143,96 @@ def test_bulk_remove_merge_and_undo(live_server, page, screenshot, scene):
     assert Decision.objects.filter(action="remove").count() == 3
     page.wait_for_function("document.querySelectorAll('#history-rows tr').length === 3")
     assert "action=remove" in page.url
+
+
+def _focused_id(page) -> str:
+    return page.evaluate("document.activeElement ? document.activeElement.id : ''")
+
+
+def test_browse_filter_relabel_by_keyboard_and_undo_an_older_decision(live_server, page, screenshot, scene):
+    sign_in(page, live_server)
+    alice, faces = scene["alice"], scene["alice_faces"]
+
+    # The identity list: from the dataset page, search by name, sort by size.
+    page.goto(f"{live_server.url}/datasets/{scene['dataset'].pk}/")
+    page.click(".subnav a:text('Identities')")
+    page.wait_for_url(f"**/datasets/{scene['dataset'].pk}/identities/")
+    assert page.locator("#identity-rows tr").count() == 3
+    page.fill("#identity-filters input[name=q]", "alice")
+    page.wait_for_function("document.querySelectorAll('#identity-rows tr').length === 2")
+    page.select_option("#identity-filters select[name=sort]", "size")
+    page.wait_for_url("**sort=size**")
+    assert "q=alice" in page.url
+    rows = page.locator("#identity-rows tr")
+    assert rows.nth(0).locator("td").nth(1).inner_text() == "14"
+    assert rows.nth(0).locator("td").nth(3).inner_text() == "7%"  # 1 open noisy flag of 14 faces
+    screenshot("identity_list")
+
+    # Open Alice; filter her faces by an open noisy flag, then clear the filter.
+    rows.nth(0).locator("a", has_text="Alice Martin").click()
+    page.wait_for_url(f"**/identities/{alice.pk}/")
+    page.select_option("#face-filter select[name=kind]", "noisy")
+    page.click("#face-filter button[type=submit]")
+    page.wait_for_url("**kind=noisy**")
+    assert page.locator(".face-card").count() == 1 and page.locator(f"#face-{faces[2].pk}").count() == 1
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot("identity_filtered")
+    page.click("#face-filter a:text('Clear filter')")
+    page.wait_for_url(f"**/identities/{alice.pk}/")
+    assert page.locator(".face-card").count() == 14
+
+    # An older decision to undo later: remove face 0 with its own key.
+    page.focus(f"#face-{faces[0].pk}")
+    page.keyboard.press("x")
+    page.locator("#messages", has_text="Removed 1 face(s)").wait_for()
+    page.wait_for_function(f"document.activeElement.id === 'face-{faces[1].pk}'")  # the next card
+    removal = Decision.objects.get(action="remove", face_id=faces[0].pk)
+
+    # Relabel face 3 by keyboard: e, type, Enter. The focus goes on to face 4, and j continues.
+    page.focus(f"#face-{faces[3].pk}")
+    page.keyboard.press("e")
+    assert page.evaluate("document.activeElement.name") == "q"
+    page.keyboard.type("carl")
+    page.locator("#relabel-options .identity-option", has_text="Carl Svensson").wait_for()
+    page.keyboard.press("Enter")
+    page.locator("#messages", has_text="Relabelled 1 face(s) to Carl Svensson").wait_for()
+    page.locator(f"#face-{faces[3].pk}").wait_for(state="detached")
+    page.wait_for_function(f"document.activeElement && document.activeElement.id === 'face-{faces[4].pk}'")
+    page.keyboard.press("j")
+    assert _focused_id(page) == f"face-{faces[5].pk}"
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot("identity_focus_after_relabel")
+    assert Face.objects.get(pk=faces[3].pk).identity_id == scene["carl"].pk
+
+    # History: the older removal (not the latest decision) can be undone; the relabel stays.
+    page.goto(f"{live_server.url}/datasets/{scene['dataset'].pk}/history")
+    row = page.locator(f"#decision-{removal.pk}")
+    row.locator("button[data-undo]").click()
+    page.locator("#messages", has_text=f"Undid your remove decision #{removal.pk}.").wait_for()
+    page.locator(f"#decision-{removal.pk}.is-undone").wait_for()
+    assert page.locator(f"#decision-{removal.pk} button[data-undo]").count() == 0
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot("history_undo_older")
+    assert Face.objects.get(pk=faces[0].pk).status == "active"
+    assert Face.objects.get(pk=faces[3].pk).identity_id == scene["carl"].pk
+
+
+def test_undo_a_batch_from_the_history(live_server, page, screenshot, scene):
+    sign_in(page, live_server)
+    alice, faces = scene["alice"], scene["alice_faces"]
+    page.goto(f"{live_server.url}/identities/{alice.pk}/")
+    for face in faces[6:9]:
+        page.locator(f"#face-{face.pk} .face-thumb").click()
+    page.click("button[name=action][value=low_quality]")
+    page.locator("#messages", has_text="Marked low quality 3 face(s)").wait_for()
+    batch = Decision.objects.filter(action="low_quality").values_list("batch", flat=True).first()
+
+    page.goto(f"{live_server.url}/datasets/{scene['dataset'].pk}/history")
+    assert page.locator(".batch-tag", has_text="batch of 3").count() == 3
+    page.on("dialog", lambda dialog: dialog.accept())  # "Undo every decision of yours in this batch…?"
+    page.click(f"button[data-undo-batch='{batch}']")
+    page.locator("#messages", has_text="Undid 3 decisions.").wait_for()
+    assert page.locator(f"button[data-undo-batch='{batch}']").count() == 0
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    screenshot("history_batch_undone")
+    assert set(Face.objects.filter(pk__in=[f.pk for f in faces[6:9]]).values_list("status", flat=True)) == {"active"}

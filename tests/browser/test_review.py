@@ -206,7 +206,10 @@ def test_flag_card_page(live_server, page, screenshot, queue):
     page.goto(f"{live_server.url}/flags/{flag.pk}/")
     page.wait_for_selector(".face-thumb.large.box-noisy")
     page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    assert "θy 84.0° to its own identity" in page.locator(".fc-evidence").inner_text()
+    evidence = page.locator(".fc-evidence")
+    assert "Looks more like" in evidence.inner_text() and "84" not in evidence.inner_text()
+    page.click(".fc-raw summary")  # the numbers behind the toggle
+    assert "84" in page.locator(".fc-raw dl").inner_text()
     screenshot("flag_card")
     page.keyboard.press("j")
     page.keyboard.press("e")

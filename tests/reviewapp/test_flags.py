@@ -289,13 +289,20 @@ def test_a_label_conflict_leaves_the_flag_open(world, user, other_user):
     assert reload(flag).state == Flag.State.OPEN and not Decision.objects.exists()
 
 
-def test_merge_of_an_already_merged_identity_is_a_conflict(world, user):
+def test_merge_of_an_identity_merged_away_since_merges_its_survivor(world, user):
+    # The card shows carol in alice's place (issue 11): confirming merges what stands for the pair.
     world.alice.merged_into = world.carol
     world.alice.save()
     flag = pair_flag(world)
-    with pytest.raises(LabelConflict):
-        flag_decide(flag_id=flag.pk, action="confirm", user=user)
-    assert reload(flag).state == Flag.State.OPEN
+    decision = flag_decide(flag_id=flag.pk, action="confirm", user=user)
+    assert (decision.action, decision.identity_id, decision.after["merged_into"]) == ("merge", world.carol.pk,
+                                                                                      world.bob.pk)
+    assert reload(world.carol).merged_into_id == world.bob.pk and reload(world.alice).merged_into_id == world.bob.pk
+    assert reload(flag).state == Flag.State.CONFIRMED
+    # Both sides one identity already: confirming records the agreement and merges nothing.
+    again = pair_flag(world)
+    assert flag_decide(flag_id=again.pk, action="confirm", user=user).action == "keep"
+    assert reload(again).state == Flag.State.CONFIRMED
 
 
 @pytest.mark.django_db(transaction=True)

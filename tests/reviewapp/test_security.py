@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.urls.converters import PathConverter
 from rest_framework.authtoken.models import Token
 
-from reviewapp.models import Decision, Flag, Job, Membership, Source
+from reviewapp.models import Decision, Flag, Job, Membership, SecondReview, Source
 from tests.factories import (
     FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory, jpeg_bytes,
 )
@@ -67,10 +67,12 @@ def world(tmp_path):
     decision = Decision.objects.create(dataset=source.dataset, actor=HOSTILE, action=Decision.Action.KEEP,
                                        face=other_face, identity=other, round=round_)
     job = Job.objects.create(kind=Job.Kind.EXPORT, dataset=source.dataset)
+    review = SecondReview.objects.create(dataset=source.dataset, flag=flag, first_decision=decision, first_answer="keep")
     values = {
         "dataset_id": source.dataset.pk, "face_id": face.pk, "round_id": round_.pk, "job_id": job.pk,
         "flag_id": flag.pk, "identity_id": identity.pk, "identity_a": identity.pk, "identity_b": other.pk,
-        "decision_id": decision.pk, "kind": "noisy", "chart": "norms",
+        "decision_id": decision.pk, "kind": "noisy", "chart": "norms", "batch": "6f1c7a52-3f0e-4b8e-9a3c-1d2e3f4a5b6c",
+        "review_id": review.pk,
     }
     api_objects = {"api-dataset": source.dataset.pk, "api-identity": identity.pk, "api-face": face.pk,
                    "api-flag": flag.pk, "api-decision": decision.pk, "api-round": round_.pk, "api-job": job.pk}

@@ -1,0 +1,249 @@
+"""What a review card shows (issue 11, point 5): the face's file, sizes and source, identity
+sizes, the evidence in words with the numbers behind a toggle, whole images, merged-away
+identities followed to their survivor; evidence published with database ids only."""
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reviewapp.evidence import evidence_lines, summary
+from reviewapp.models import Decision, Face, Flag
+from reviewapp.services.labels import identity_merge
+from reviewapp.services.rounds import round_publish
+from reviewapp.services.round_data import round_faces_current
+from reviewapp.views_review import middle_truncated
+from tests.factories import FaceFactory, FlagFactory, IdentityFactory, jpeg_bytes
+from tests.reviewapp.test_rounds import Candidate, _mining_round, people  # noqa: F401 (a fixture)
+from tests.reviewapp.test_views_review import HTMX, noisy, queue_url, world  # noqa: F401 (a fixture)
+
+HOSTILE_PATH = 'dir/<img src=x onerror=alert(1)>/"quoted"/' + "a" * 60 + "/face.jpg"
+
+
+def card_html(html: str, flag_id: int) -> str:
+    return re.search(rf'<article class="face-card[^"]*" id="flag-{flag_id}".*?</article>', html, re.S).group(0)
+
+
+# -- the face's file ------------------------------------------------------------------------------
+
+def test_a_card_shows_the_path_escaped_and_cut_in_the_middle_with_size_and_source(client, user, world):
+    flag = noisy(world, 0.9)
+    Face.objects.filter(pk=flag.face_id).update(path=HOSTILE_PATH, size=12_800)
+    world.source.name = "vgg<2>"
+    world.source.save()
+    client.force_login(user)
+    response = client.get(queue_url(world))
+    assert response.status_code == 200
+    card = card_html(response.content.decode(), flag.pk)
+    assert "<img src=x" not in card and '"quoted"' not in card
+    short = middle_truncated(HOSTILE_PATH)
+    assert short.startswith("dir/") and short.endswith("/face.jpg") and "…" in short and len(short) == 44
+    escaped_full = HOSTILE_PATH.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    escaped_short = short.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    assert f'<bdi class="fc-path" title="{escaped_full}">{escaped_short}</bdi> · 12.5 KB · source vgg&lt;2&gt;' in card
+    # Pixel sizes are read on the flag page only, never for the sixteen cards of a queue page.
+    assert " px" not in card
+
+
+def test_the_flag_page_adds_the_pixel_size_from_the_image_header(client, user, world):
+    flag = noisy(world, 0.9)
+    face = Face.objects.get(pk=flag.face_id)
+    (world.root / face.path).write_bytes(jpeg_bytes(size=(80, 60)))
+    client.force_login(user)
+    html = client.get(f"/flags/{flag.pk}/").content.decode()
+    assert " · 80×60 px · source main" in html
+    # An unreadable image still shows its card, without a pixel size.
+    (world.root / face.path).write_bytes(b"not an image")
+    response = client.get(f"/flags/{flag.pk}/")
+    assert response.status_code == 200 and " px · " not in response.content.decode()
+
+
+def test_identity_sizes_count_active_faces_of_current_and_suggested(client, user, world):
+    flag = noisy(world, 0.9)  # alice: the flagged face; suggested: bob
+    for _ in range(3):
+        FaceFactory(identity=world.alice)
+    removed = FaceFactory(identity=world.alice)
+    Face.objects.filter(pk=removed.pk).update(status=Face.Status.REMOVED)
+    FaceFactory(identity=world.bob)
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world)).content.decode(), flag.pk)
+    assert re.search(r'<bdi>alice</bdi> <span class="fc-size">· 4 faces</span>', card)
+    assert re.search(r'<bdi>&lt;script&gt;alert\(1\)&lt;/script&gt;</bdi> <span class="fc-size">· 1 face</span>', card)
+
+
+# -- the evidence ---------------------------------------------------------------------------------
+
+def test_evidence_in_words_on_the_card_and_the_numbers_behind_a_toggle(client, user, world):
+    flag = noisy(world, 0.9, evidence={"theta_y_deg": 84.0, "theta_1_deg": 51.5, "reason": "closed_set",
+                                       "neighbour_votes": {"nearest_identity": 7, "neighbours": 10},
+                                       "reference_face_ids": {"own": [1]}, "nearest_identity_id": world.bob.pk})
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world)).content.decode(), flag.pk)
+    words = re.search(r'<div class="fc-evidence">(.*?)<details', card, re.S).group(1)
+    assert "Looks more like &lt;script&gt;alert(1)&lt;/script&gt; than like alice" in words
+    assert "θ" not in words and "84" not in words  # no angles in the words
+    raw = re.search(r'<details class="fc-raw"><summary>Numbers</summary><dl>(.*?)</dl></details>', card).group(1)
+    assert "<dt>θy: angle to its own identity (°)</dt><dd>84</dd>" in raw  # jsonb keeps 84.0 as 84
+    assert "<dt>neighbour_votes · nearest_identity</dt><dd>7</dd>" in raw
+    assert "reference_face_ids" not in raw and "nearest_identity_id" not in raw  # ids are not numbers to weigh
+
+
+def test_one_wording_for_cards_and_the_history_summary():
+    evidence = {"theta_y_deg": 81.0, "theta_1_deg": 52.0, "reason": "open_set", "norm": 20.0}
+    assert evidence_lines(evidence, kind="noisy")[0].startswith("Looks like nobody in this dataset")
+    # The history knows no kind: it is read from the evidence, and the main numbers follow.
+    assert summary(evidence) == ("Looks like nobody in this dataset: far from its own identity and from everyone "
+                                 "else. Remove it? · θy 81.0° · θ1 52.0° · norm 20.0")
+    assert summary({"exact": True, "same_identity": True}).startswith("The same file twice")
+    assert summary({"reasons": ["no face found"]}) == "The face detector found no face in this image"
+    assert summary({}) == "" and summary("garbage") == "" and evidence_lines(None) == []
+
+
+# -- whole faces ----------------------------------------------------------------------------------
+
+def test_thumbnails_keep_the_whole_image_and_cards_never_crop_it(client, user, world):
+    flag = noisy(world, 0.9)
+    face = Face.objects.get(pk=flag.face_id)
+    # A wide image: a centre crop would cut its sides off; a letterbox keeps them.
+    wide = Image.new("RGB", (200, 50), (0, 200, 0))
+    for x in range(0, 20):
+        for y in range(50):
+            wide.putpixel((x, y), (255, 0, 0))
+    out = io.BytesIO()
+    wide.save(out, format="JPEG", quality=95)
+    (world.root / face.path).write_bytes(out.getvalue())
+    client.force_login(user)
+    response = client.get(f"/faces/{face.pk}/thumbnail")
+    assert response.status_code == 200
+    thumb = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert thumb.size == (112, 112)
+    left = thumb.getpixel((2, 56))
+    assert left[0] > 150 and left[1] < 100  # the red left edge is still there
+    assert thumb.getpixel((56, 5)) < (40, 40, 40)  # letterbox bars above and below
+    css = (Path(__file__).resolve().parents[2] / "static/css/review.css").read_text()
+    assert ".review-grid .face-thumb img { object-fit: contain; }" in css
+
+
+# -- merged-away identities -----------------------------------------------------------------------
+
+def test_a_suggested_identity_merged_away_shows_its_survivor_and_relabels_into_it(client, user, world):
+    carol = IdentityFactory(source=world.source, name="carol")
+    flag = noisy(world, 0.9)  # suggests bob
+    FaceFactory(identity=carol)
+    identity_merge(identity_id=world.bob.pk, into_id=carol.pk, user=user)
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world)).content.decode(), flag.pk)
+    assert ('<bdi>carol</bdi> <span class="fc-merged">(merged from <bdi>&lt;script&gt;alert(1)&lt;/script&gt;'
+            '</bdi>)</span>') in card
+    assert f'href="/identities/{carol.pk}/"' in card and f'href="/identities/{world.bob.pk}/"' not in card
+    assert f'name="identity_id" value="{carol.pk}" checked' in card
+    assert "no other faces" not in card.split('class="suggested"')[1]  # carol's faces, not the dead one's
+    response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, **HTMX)
+    assert response.status_code == 200 and "Done as suggested: Relabel by reviewer" in response.content.decode()
+    assert Face.objects.get(pk=flag.face_id).identity_id == carol.pk
+
+
+def test_a_pair_whose_side_was_merged_away_merges_the_survivors(client, user, world):
+    carol = IdentityFactory(source=world.source, name="carol")
+    for identity in (world.alice, world.bob, carol):
+        FaceFactory(identity=identity)
+    pair = FlagFactory(round=world.round, face=None, kind=Flag.Kind.DUPLICATE_IDENTITY, suggestion="merge",
+                       identity_a=world.alice, identity_b=world.bob, suggested_identity=world.bob)
+    identity_merge(identity_id=world.alice.pk, into_id=carol.pk, user=user)  # the side that goes
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world, "duplicate_identity")).content.decode(), pair.pk)
+    assert '<bdi>carol</bdi> <span class="fc-merged">(merged from <bdi>alice</bdi>)</span>' in card
+    assert "A merge keeps <b><bdi>&lt;script&gt;alert(1)&lt;/script&gt;</bdi></b>" in card
+    response = client.post(f"/flags/{pair.pk}/decide", {"action": "confirm"}, **HTMX)
+    assert response.status_code == 200 and '<p class="message' not in response.content.decode()
+    carol.refresh_from_db()
+    world.alice.refresh_from_db()
+    # The survivor of the gone side is merged, not the dead identity (that was a conflict before).
+    assert carol.merged_into_id == world.bob.pk and world.alice.merged_into_id == world.bob.pk
+    assert Flag.objects.get(pk=pair.pk).state == Flag.State.CONFIRMED
+
+
+def test_a_pair_already_merged_into_one_says_so_and_confirming_records_it(client, user, world):
+    pair = FlagFactory(round=world.round, face=None, kind=Flag.Kind.DUPLICATE_IDENTITY, suggestion="merge",
+                       identity_a=world.alice, identity_b=world.bob)
+    identity_merge(identity_id=world.alice.pk, into_id=world.bob.pk, user=user)
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world, "duplicate_identity")).content.decode(), pair.pk)
+    assert "Already one identity: merged since this round." in card
+    merges = Decision.objects.filter(action=Decision.Action.MERGE).count()
+    response = client.post(f"/flags/{pair.pk}/decide", {"action": "confirm"}, **HTMX)
+    assert response.status_code == 200 and "Done as suggested: Keep by reviewer" in response.content.decode()
+    assert Decision.objects.filter(action=Decision.Action.MERGE).count() == merges
+
+
+# -- kinds ----------------------------------------------------------------------------------------
+
+def test_queue_tabs_follow_kind_order_with_plural_titles_and_the_card_says_its_kind(client, user, world):
+    flag = noisy(world, 0.9, kind=Flag.Kind.LOW_NORM, suggestion=Flag.Suggestion.REMOVE, suggested_identity=None,
+                 evidence={"norm": 2.0, "norm_percentile": 1.0})
+    client.force_login(user)
+    html = client.get(queue_url(world, "low_norm")).content.decode()
+    tabs = re.search(r'<nav class="kind-tabs"[^>]*>(.*?)</nav>', html, re.S).group(1)
+    assert re.findall(r">([^<]+)</a>", tabs) == ["Noisy", "Hard", "Low quality", "Near duplicates",
+                                                 "Duplicate identities"]
+    assert 'aria-current="page">Low quality</a>' in tabs
+    card = card_html(html, flag.pk)
+    assert '<span class="fc-kind">Low quality</span>' in card
+    assert ">Mark low quality <kbd>l</kbd></button>" in card
+    assert "Low Norm" not in html and "Low norm" not in html
+    other = FaceFactory(identity=world.bob)
+    copy = FlagFactory(round=world.round, face=Face.objects.get(pk=flag.face_id), other_face=other,
+                       kind=Flag.Kind.NEAR_DUPLICATE, suggestion="keep", evidence={"same_identity": False})
+    card = card_html(client.get(queue_url(world, "near_duplicate")).content.decode(), copy.pk)
+    assert '<span class="fc-kind">Near duplicate</span>' in card  # one flag: the singular
+
+
+# -- the decision's answer ------------------------------------------------------------------------
+
+def test_a_decision_answers_with_the_decided_head_and_foot_only(client, user, world, django_assert_max_num_queries):
+    flag = noisy(world, 0.9)
+    client.force_login(user)
+    # session, user, access (flag, membership); the decision's transaction; the flag's new state
+    with django_assert_max_num_queries(16):
+        response = client.post(f"/flags/{flag.pk}/decide", {"action": "reject"}, **HTMX)
+    html = response.content.decode()
+    assert re.search(rf'<article class="face-card fc-kind-noisy decided" id="flag-{flag.pk}"', html)
+    # The faces, names and evidence stay as the page shows them: htmx keeps them (hx-preserve).
+    assert f'<div class="fc-main" id="fc-main-{flag.pk}" hx-preserve="true"></div>' in html
+    assert "alice" not in html and "/thumbnail" not in html
+    assert "Kept as is: Keep by reviewer" in html and 'data-key="u"' in html
+
+
+# -- evidence keys --------------------------------------------------------------------------------
+
+def test_published_evidence_names_faces_and_identities_by_database_id_only(people):  # noqa: F811
+    ids, faces = people
+    snapshot = round_faces_current(dataset_id=ids["a"].dataset_id)  # classes a, b, c = 0, 1, 2
+    round_ = _mining_round(ids["a"].dataset)
+    evidence = {"theta_y_deg": 80.0, "nearest_identity": 1, "reference_faces": {"own": [1, 2], "nearest": [3, -1]},
+                "neighbour_votes": {"nearest_identity": 4, "best_other_label": 2, "neighbours": 5},
+                "head": {"theta_y_deg": 70.0, "j_star": np.int64(2)}}
+    candidates = [Candidate("hard", 1.0, index=0, label=0, suggestion="keep", evidence=evidence)]
+    assert round_publish(round_id=round_.pk, worker="w", candidates=candidates, index_to_face=snapshot.face_ids,
+                         class_to_identity=snapshot.identity_ids) == 1
+    published = Flag.objects.get(round=round_).evidence
+    row_face = dict(enumerate(snapshot.face_ids))
+    assert published == {
+        "theta_y_deg": 80.0, "nearest_identity_id": ids["b"].pk,
+        "reference_face_ids": {"own": [int(row_face[1]), int(row_face[2])], "nearest": [int(row_face[3])]},
+        "neighbour_votes": {"nearest_identity": 4, "best_other_identity_id": ids["c"].pk, "neighbours": 5},
+        "head": {"theta_y_deg": 70.0, "nearest_identity_id": ids["c"].pk},
+    }
+    assert candidates[0].evidence["nearest_identity"] == 1  # the mining's own record is left alone
+
+
+def test_old_evidence_with_row_numbers_still_reads(client, user, world):
+    # Rows published before the change carry both keys: the ids are read, the row numbers ignored.
+    flag = noisy(world, 0.9, kind=Flag.Kind.HARD, suggestion=Flag.Suggestion.KEEP, suggested_identity=None,
+                 evidence={"reason": "margin_band", "nearest_identity": 15, "nearest_identity_id": world.bob.pk,
+                           "reference_faces": {"own": [3]}, "reference_face_ids": {"own": []}})
+    client.force_login(user)
+    card = card_html(client.get(queue_url(world, "hard")).content.decode(), flag.pk)
+    assert "<dt>Nearest</dt>" in card and "&lt;script&gt;alert(1)&lt;/script&gt;" in card
+    assert "reference_faces" not in card and "<dd>15</dd>" not in card
