@@ -329,7 +329,7 @@ def bulk_job_title(job: Job) -> str:
     """What a BULK_DECIDE job does, in words (ids as numbers: the page names nothing untrusted)."""
     params, selection = job.params or {}, (job.params or {}).get("selection") or {}
     text = f"{BULK_VERBS.get(params.get('action'), params.get('action'))} every open "
-    text += f"{kind_title(selection.get('kind', ''))} flag"
+    text += f"{kind_title(selection.get('kind', ''), 1).lower()} flag"
     number = Round.objects.filter(pk=selection.get("round_id")).values_list("number", flat=True).first()
     if number is not None:
         text += f" of round {number}"

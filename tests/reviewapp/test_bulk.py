@@ -406,7 +406,7 @@ def test_starting_redirects_to_the_job_page_which_a_reviewer_may_see(client, wor
     page = client.get(response["Location"])
     html = page.content.decode()
     assert page.status_code == 200
-    assert f"Remove every open Noisy flag of round {world.round.number} scoring at least 0.5." in html
+    assert f"Remove every open noisy flag of round {world.round.number} scoring at least 0.5." in html
     assert 'hx-trigger="every 2s"' in html and "Waiting for a worker." in html
 
     assert jobs.job_execute(job_id=job.pk, worker="here") == "done"
