@@ -5,6 +5,7 @@ An object the user may not see is reported as missing (404), never as forbidden,
 ids of other datasets leak nothing. `admin=True` asks for the dataset's admin role (start
 and cancel rounds, import, export, manage members): a reviewer gets 404 there too.
 """
+from django.db.models import OuterRef, Subquery
 from django.http import Http404
 
 from .models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
@@ -34,42 +35,48 @@ def _checked(obj, user, admin: bool, what: str):
     return obj
 
 
+def _first_allowed(queryset, user, admin: bool, what: str, dataset: str = "dataset_id"):
+    """The first object of `queryset` if the user may see its dataset (`dataset`: the path to
+    the dataset id), read with the user's role in one query: a page or a decision asks this
+    once per request, and the separate membership query was a tenth of a decision's time."""
+    if not user.is_authenticated or not user.is_active:
+        raise Http404(f"No such {what}")
+    if not user.is_staff:
+        role = Membership.objects.filter(user_id=user.pk, dataset_id=OuterRef(dataset)).values("role")[:1]
+        queryset = queryset.annotate(viewer_role=Subquery(role))
+    obj = queryset.first()
+    role = Membership.Role.ADMIN if user.is_staff else getattr(obj, "viewer_role", None)
+    if obj is None or role is None or (admin and role != Membership.Role.ADMIN):
+        raise Http404(f"No such {what}")
+    return obj
+
+
 def access_dataset(user, dataset_id: int, *, admin: bool = False) -> Dataset:
-    if not _allowed(user, dataset_id, admin):
-        raise Http404("No such dataset")
-    try:
-        return Dataset.objects.get(pk=dataset_id)
-    except Dataset.DoesNotExist:
-        raise Http404("No such dataset") from None
+    return _first_allowed(Dataset.objects.filter(pk=dataset_id), user, admin, "dataset", dataset="pk")
 
 
 def access_face(user, face_id: int, *, admin: bool = False) -> Face:
-    face = Face.objects.select_related("source", "identity").filter(pk=face_id).first()
-    return _checked(face, user, admin, "face")
+    return _first_allowed(Face.objects.select_related("source", "identity").filter(pk=face_id), user, admin, "face")
 
 
 def access_identity(user, identity_id: int, *, admin: bool = False) -> Identity:
-    identity = Identity.objects.select_related("merged_into").filter(pk=identity_id).first()
-    return _checked(identity, user, admin, "identity")
+    return _first_allowed(Identity.objects.select_related("merged_into").filter(pk=identity_id), user, admin,
+                          "identity")
 
 
 def access_round(user, round_id: int, *, admin: bool = False) -> Round:
-    round_ = Round.objects.select_related("dataset").filter(pk=round_id).first()
-    return _checked(round_, user, admin, "round")
+    return _first_allowed(Round.objects.select_related("dataset").filter(pk=round_id), user, admin, "round")
 
 
 def access_flag(user, flag_id: int, *, admin: bool = False) -> Flag:
     # Only the round (for its dataset): callers that show the flag load what they show in
     # one selector query; joining six relations here cost more to plan than to run.
-    flag = Flag.objects.select_related("round").filter(pk=flag_id).first()
-    if flag is None or not _allowed(user, flag.round.dataset_id, admin):
-        raise Http404("No such flag")
-    return flag
+    return _first_allowed(Flag.objects.select_related("round").filter(pk=flag_id), user, admin, "flag",
+                          dataset="round__dataset_id")
 
 
 def access_decision(user, decision_id: int, *, admin: bool = False) -> Decision:
-    decision = Decision.objects.filter(pk=decision_id).first()
-    return _checked(decision, user, admin, "decision")
+    return _first_allowed(Decision.objects.filter(pk=decision_id), user, admin, "decision")
 
 
 def access_job(user, job_id: int, *, admin: bool = True) -> Job:

@@ -21,6 +21,7 @@ from .kinds import kind_choices, kind_title
 from .models import Flag
 from .request_args import positive_int
 from .selectors import review as review_selectors
+from .selectors import team as team_selectors
 from .services import flags as flag_services
 from .services.images import image_pixel_size
 from .services.labels import LabelConflict
@@ -226,11 +227,16 @@ def review_queue(request, dataset_id: int, kind: str):
     round_ = review_selectors.queue_round(dataset_id=dataset.pk, number=number)
     if number is not None and round_ is None:
         raise Http404("No such round")
-    page = None
+    page = holds = None
     if round_ is not None:
+        # The whole page shows who holds flags here; its count of the reviewer's own spares the
+        # selector looking for them. A "Load more" fragment shows no holds.
+        if not _wants_fragment(request):
+            holds = team_selectors.queue_holds(round_id=round_.pk, kind=kind, user=request.user)
         try:
             page = review_selectors.review_queue(round_=round_, kind=kind, user=request.user,
-                                                 after=request.GET.get("after"))
+                                                 after=request.GET.get("after"),
+                                                 own_held=holds.own_count if holds else None)
         except review_selectors.InvalidCursor as error:
             return HttpResponseBadRequest(str(error))
     context = {
@@ -239,7 +245,7 @@ def review_queue(request, dataset_id: int, kind: str):
         "cards": _linked(page.cards, dataset.pk) if page is not None else [],
         "next_url": _queue_url(dataset.pk, kind, round_.number, page.next_cursor)
         if page is not None and page.next_cursor else None,
-        "claim_size": CLAIM_SIZE,
+        "claim_size": CLAIM_SIZE, "holds": holds,
         "bulk_identities": _page_identities(page) if page is not None else [],
     }
     if _wants_fragment(request):
