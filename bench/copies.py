@@ -4,7 +4,7 @@
 
 - speed: fingerprints of the first --speed-faces LFW images (all folders, path order), one process;
 - att: flags on AT&T (40 people x 10 different photos: every flag would be false);
-- lfw: --copies planted copies (ml.noise.plant_copies, variants in turn, a share --cross filed
+- lfw: --copies planted copies (ml.synthetic_noise.plant_copies, variants in turn, a share --cross filed
   under another identity) among the LFW-158 training identities with the standard label noise:
   planted found, flags that are no planted pair ("false", listed: LFW itself holds a few copies
   of one press photo), cross-identity flags and what they suggest, the largest pixel distance
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml.mining.copies import fingerprint_images, mine_copies  # noqa: E402
-from ml.noise import inject_noise, load_folder, plant_copies, read_lines  # noqa: E402
+from ml.synthetic_noise import inject_noise, load_folder, plant_copies, read_lines  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

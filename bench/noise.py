@@ -8,7 +8,7 @@ Benchmarks (one set of defaults for both; nothing here is tuned per benchmark):
   lfw_wide  the 452 identities outside those 158 with 4 to 9 images (2,409 faces), closed-set 0.20,
             open-set 0.20 from the pool less those identities' images (kept disjoint), 10 split
             identities, seed 1.
-Both also get planted copies (ml.noise plant_copies: byte-identical, re-encoded, resized, cropped,
+Both also get planted copies (ml.synthetic_noise plant_copies: byte-identical, re-encoded, resized, cropped,
 a quarter filed under another identity) and junk (plant_junk: blank, blur, tiny, background,
 synthetic), 2% of the faces each.
 
@@ -62,7 +62,7 @@ from ml.crossfit import embed_folds, mine_cross_fitted, train_folds  # noqa: E40
 from ml.evaluate import noise_detection, roc_auc  # noqa: E402
 from ml.mining import FlagCandidate, MiningConfig, mine  # noqa: E402
 from ml.mining.copies import fingerprint_images  # noqa: E402
-from ml.noise import NoisySet, inject_noise, load_folder, plant_copies, plant_junk, read_lines, write_noisy_set  # noqa: E402,E501
+from ml.synthetic_noise import NoisySet, inject_noise, load_folder, plant_copies, plant_junk, read_lines, write_noisy_set  # noqa: E402,E501
 from ml.train.stats import load_stats  # noqa: E402
 from ml.train.trainer import train  # noqa: E402
 

@@ -73,7 +73,7 @@ from ml.data.dataset import FaceItem  # noqa: E402
 from ml.data.transforms import centre_crop  # noqa: E402
 from ml.embed import extract_embeddings  # noqa: E402
 from ml.evaluate import average_ranks, load_eval_pairs, noise_detection, relabel_accuracy, roc_auc  # noqa: E402
-from ml.noise import NoisySet, inject_noise, load_folder, read_lines, write_noisy_set  # noqa: E402
+from ml.synthetic_noise import NoisySet, inject_noise, load_folder, read_lines, write_noisy_set  # noqa: E402
 from ml.train.config import TrainConfig, load_config  # noqa: E402
 from ml.train.stats import load_stats  # noqa: E402
 from ml.train.trainer import build_network, load_trained_network, train  # noqa: E402

@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 from ml.embed import extract_embeddings  # noqa: E402
 from ml.mining import mine  # noqa: E402
-from ml.noise import load_folder, read_lines  # noqa: E402
+from ml.synthetic_noise import load_folder, read_lines  # noqa: E402
 from ml.train.stats import load_stats  # noqa: E402
 from ml.train.trainer import load_trained_network, train  # noqa: E402
 

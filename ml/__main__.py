@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score a per-face noise signal against injected ground truth",
                                 description="Precision, recall, F1 and ROC-AUC of a per-face score (higher = "
-                                            "more likely noisy) against ground_truth.jsonl from ml.noise, "
+                                            "more likely noisy) against ground_truth.jsonl from ml.synthetic_noise, "
                                             "overall and per noise kind (each kind against the clean faces).")
     score.add_argument("--scores", required=True, help="a .npy of one score per face, or a .npz with --key")
     score.add_argument("--key", help="the array of a .npz to use (e.g. theta_y, loss, train_agreement)")

@@ -1,4 +1,4 @@
-"""Planted images for the noise benchmark: copies of training images and junk (see ml.noise).
+"""Planted images for the noise benchmark: copies of training images and junk (see ml.synthetic_noise).
 
 Both are deterministic per seed (their own random.Random, so planting never changes the label
 noise drawn before it), write their images under OUT/planted/ and add entries at the end of the
@@ -82,7 +82,7 @@ def _fresh_dir(folder: Path) -> Path:
 def plant_copies(noisy, root, out_dir, count: int, cross_fraction: float, seed: int):
     """`count` copies of clean images (variants in turn), the first round(count * cross_fraction)
     filed under another identity; the new NoisySet (entries of kind "copy" appended)."""
-    from ml.noise import NoisyEntry
+    from ml.synthetic_noise import NoisyEntry
 
     if count < 0 or not 0 <= cross_fraction <= 1:
         raise ValueError("copies must be >= 0 and cross_fraction within [0, 1]")
@@ -145,7 +145,7 @@ def _junk_image(variant: str, source: Image.Image, rng: random.Random) -> Image.
 def plant_junk(noisy, root, out_dir, rate: float, seed: int):
     """floor(rate * images) junk images (variants in turn), each filed under a random identity;
     the new NoisySet (entries of kind "junk" appended)."""
-    from ml.noise import NoisyEntry
+    from ml.synthetic_noise import NoisyEntry
 
     if not 0 <= rate <= 1:
         raise ValueError(f"junk rate must be within [0, 1], got {rate}")

@@ -21,7 +21,7 @@ if [ $# -ge 1 ]; then
 else
   if [ ! -f var/sample/noisy/train.lst ]; then
     $PY -m ml.sample --out var/sample
-    $PY -m ml.noise --root var/sample/images --identities var/sample/identities.txt \
+    $PY -m ml.synthetic_noise --root var/sample/images --identities var/sample/identities.txt \
       --pool var/sample/pool.txt \
       --closed 0.15 --open 0.05 --split 2 --seed 0 --out var/sample/noisy
   fi

@@ -1,6 +1,6 @@
 """Face datasets, preprocessing, and the selection of samples to train on."""
 from ml.data.dataset import FaceBatch, FaceDataset, FaceItem, FaceSample, collate_faces
-from ml.data.sampler import (
+from ml.data.label_overrides import (
     REMOVED,
     TrainingSelection,
     TrainingSubset,

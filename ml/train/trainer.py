@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ml.data.dataset import FaceDataset, collate_faces
-from ml.data.sampler import TrainingSubset, select_with_overrides
+from ml.data.label_overrides import TrainingSubset, select_with_overrides
 from ml.data.transforms import build_transform
 from ml.heads.factory import build_head
 from ml.models.factory import build_backbone

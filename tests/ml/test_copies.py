@@ -15,7 +15,7 @@ from ml.mining.copies import (
     mine_copies,
     phash_pairs,
 )
-from ml.noise import inject_noise, load_folder, plant_copies, read_lines
+from ml.synthetic_noise import inject_noise, load_folder, plant_copies, read_lines
 
 
 def textured(seed: int, size=(120, 140)) -> Image.Image:

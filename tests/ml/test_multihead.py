@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.data.dataset import FaceDataset
-from ml.data.sampler import TrainingSubset, apply_overrides
+from ml.data.label_overrides import TrainingSubset, apply_overrides
 from ml.data.transforms import build_transform
 from ml.heads.factory import HEAD_NAMES, build_head
 from ml.train import checkpoint as ckpt

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.noise import (
+from ml.synthetic_noise import (
     DuplicatePair,
     inject_noise,
     load_folder,
@@ -202,7 +202,7 @@ def test_cli_refuses_identity_names_outside_root(tmp_path, capsys):
 def test_cli_help_and_no_django():
     done = subprocess.run(
         [sys.executable, "-c",
-         "import sys, ml.noise; assert 'django' not in sys.modules; sys.argv[0] = 'x'; ml.noise.main(['--help'])"],
+         "import sys, ml.synthetic_noise; assert 'django' not in sys.modules; sys.argv[0] = 'x'; ml.synthetic_noise.main(['--help'])"],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -272,7 +272,7 @@ def real_folder(root: Path, sizes: dict[str, int]) -> None:
 
 
 def planted(tmp_path, out="out", seed=0, copies=8, cross=0.25, junk=0.1):
-    from ml.noise import plant_copies, plant_junk
+    from ml.synthetic_noise import plant_copies, plant_junk
 
     root = tmp_path / "images"
     if not root.exists():

@@ -39,7 +39,7 @@ written under OUT/planted/ and listed in train.lst by absolute path, after the o
     kind "junk":   not a usable face (`variant`: blank, blur, tiny, background, synthetic);
                    true_label null, given_label an identity
 
-    python -m ml.noise --root ../shared/data/lfw/images_deepfunneled \\
+    python -m ml.synthetic_noise --root ../shared/data/lfw/images_deepfunneled \\
         --identities ../shared/data/lfw/splits/train_identities.txt \\
         --pool ../shared/data/lfw/splits/openset_pool.txt \\
         --closed 0.15 --open 0.05 --split 8 --seed 0 --out var/noisy
@@ -302,7 +302,7 @@ def check_pool(root: str | Path, pool: Sequence[str], identities: Iterable[str])
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ml.noise",
+        prog="python -m ml.synthetic_noise",
         description="Inject closed-set, open-set and split-identity label noise into a folder "
                     "of faces (root/<identity>/<image>) and write train.lst, ground_truth.jsonl, "
                     "duplicates.json and summary.json. Defaults are the standard mix.",
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             noisy = plant_junk(noisy, args.root, args.out, args.junk, args.seed)
         write_noisy_set(noisy, args.out)
     except (OSError, ValueError) as exc:
-        print(f"ml.noise: error: {exc}", file=sys.stderr)
+        print(f"ml.synthetic_noise: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(noisy.summary(), sort_keys=True))
     return 0
