@@ -6,34 +6,12 @@ import threading
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
-from django.contrib.auth import get_user_model
 from django.db import connection
 
-from .models import Dataset
-from .services.exports import dataset_export
-from .services.imports import dataset_import
 from .services.jobs import job_execute, jobs_sweep, sweep_seconds
 from .services.rounds import ROUNDS_QUEUE
 
 log = logging.getLogger("reviewapp.jobs")
-
-
-def _user(user_id):
-    return get_user_model().objects.filter(pk=user_id).first() if user_id else None
-
-
-@shared_task
-def import_dataset_task(*, path: str, name: str, fmt: str, root: str | None = None, user_id: int | None = None) -> dict:
-    user = _user(user_id)
-    report = dataset_import(path=path, name=name, fmt=fmt, root=root, user=user,
-                            actor=user.get_username() if user else "worker")
-    return report.summary()
-
-
-@shared_task
-def export_dataset_task(*, dataset_id: int, out: str, fmt: str = "list") -> dict:
-    summary = dataset_export(dataset=Dataset.objects.get(pk=dataset_id), out=out, fmt=fmt)
-    return {"faces": summary.faces, "identities": summary.identities, "out": out}
 
 
 def worker_name(hostname: str | None = None) -> str:
