@@ -182,12 +182,7 @@ def _copy_field(text: str) -> str:
 
 
 def _copy_rows(cursor, sql: str, data: str) -> None:
-    raw = getattr(cursor, "cursor", cursor)
-    if hasattr(raw, "copy_expert"):  # psycopg2
-        raw.copy_expert(sql, io.StringIO(data))
-    else:  # psycopg 3
-        with raw.copy(sql) as copy:
-            copy.write(data)
+    cursor.copy_expert(sql, io.StringIO(data))  # psycopg2's, through Django's cursor wrapper
 
 
 _NULL = "\\N"  # COPY text format's NULL
