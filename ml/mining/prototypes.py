@@ -33,10 +33,6 @@ class Identities:
     def count(self) -> int:
         return len(self.sizes)
 
-    @property
-    def prototype_norm(self) -> np.ndarray:
-        return np.linalg.norm(self.prototype_mean, axis=1)
-
     def has_prototypes(self, classes: np.ndarray) -> np.ndarray:
         classes = np.asarray(classes)
         inside = (classes >= 0) & (classes < self.count)

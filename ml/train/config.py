@@ -217,7 +217,3 @@ def _merge(base: dict, update: Mapping) -> dict:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     Path(path).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def read_config(path: str | Path) -> TrainConfig:
-    return TrainConfig.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -79,15 +79,6 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier()
 
 
-def all_min(ctx: DistContext, value: int) -> int:
-    """The smallest `value` over ranks (e.g. whether every rank has a non-empty batch)."""
-    if not ctx.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.long, device=ctx.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return int(tensor.item())
-
-
 def all_sum_ints(ctx: DistContext, values: Sequence[int]) -> list[int]:
     """Element-wise sums over ranks, in one collective."""
     if not ctx.distributed:
@@ -95,14 +86,6 @@ def all_sum_ints(ctx: DistContext, values: Sequence[int]) -> list[int]:
     tensor = torch.tensor(list(values), dtype=torch.long, device=ctx.device)
     dist.all_reduce(tensor)
     return [int(v) for v in tensor.tolist()]
-
-
-def all_sum(ctx: DistContext, value: float) -> float:
-    if not ctx.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
 
 
 def broadcast_from_main(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
