@@ -35,6 +35,8 @@ from typing import Callable
 import numpy as np
 from torch.utils.data import Dataset
 
+from ml.io.atomic import atomic_open
+
 FOLDS_FILE = "folds.npy"
 EMBEDDINGS_DIR = "embeddings"
 
@@ -71,10 +73,8 @@ def load_or_assign_folds(run_dir: Path, labels: np.ndarray, folds: int, seed: in
         if len(saved) == len(labels) and int(saved.max(initial=-1)) < folds:
             return saved
     assignment = assign_folds(labels, folds, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, assignment)
-    tmp.replace(path)
+    with atomic_open(path) as fh:
+        np.save(fh, assignment)
     return assignment
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ml.data.dataset import FaceItem, collate_faces
+from ml.io.atomic import write_text_atomic
 
 EMBEDDINGS_FILE = "embeddings.npy"
 NORMS_FILE = "norms.npy"
@@ -70,12 +71,7 @@ class _Rows(Dataset):
 
 
 def _write_json(path: Path, payload) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(payload))
 
 
 def _read_progress(out_dir: Path, total: int, flip: bool) -> dict | None:

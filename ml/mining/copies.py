@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from ml.io.atomic import atomic_open
 from ml.io.budget import IMAGE_MAX_PIXELS
 
 from ml.mining.candidate import NEAR_DUPLICATE, FlagCandidate
@@ -74,10 +75,8 @@ class ImageFingerprints:
 
     def save(self, path: str | Path) -> None:
         """An .npz written under a temporary name first, so a reader never sees half a file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **{name: getattr(self, name) for name in _FIELDS})
-        tmp.replace(path)
+        with atomic_open(path) as fh:
+            np.savez(fh, **{name: getattr(self, name) for name in _FIELDS})
 
     @classmethod
     def load(cls, path: str | Path) -> "ImageFingerprints":

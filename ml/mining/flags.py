@@ -15,6 +15,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ml.io.atomic import atomic_open
 from ml.mining.candidate import (  # noqa: F401 (FlagCandidate re-exported: part of this module's API)
     DUPLICATE_IDENTITY, HARD, KINDS, LOW_NORM, NEAR_DUPLICATE, NOISY, FlagCandidate,
 )
@@ -181,14 +182,11 @@ def face_margins(*, embeddings: np.ndarray, labels: np.ndarray, active: np.ndarr
 def write_flags(flags: Iterable[FlagCandidate], path: str | Path) -> int:
     """flags.jsonl, one flag per line; written to a temporary name first so readers never see
     half a file. Returns the number written."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
         for flag in flags:
             fh.write(flag.to_json() + "\n")
             count += 1
-    tmp.replace(path)
     return count
 
 

@@ -6,13 +6,14 @@ The numpy RNG state is therefore stored as a tensor plus plain fields.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ml.io.atomic import atomic_open
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -37,20 +38,11 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`: a reader
-    (or a resume after a crash mid-write) sees the old file or the new one, never half of one."""
+    """torch.save through ml.io.atomic: a reader (or a resume after a crash mid-write) sees the
+    old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as fh:
+        torch.save(state, fh)
     return path
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ml.data.dataset import collate_faces
+from ml.io.atomic import atomic_open
 from ml.heads.robustface import EASY, HARD, NOISY
 from ml.train.distributed import DistContext, gather_rows
 
@@ -193,9 +194,8 @@ def save_stats(path: str | Path, evaluated: SampleRecorder | None, trained: Samp
         arrays["train_seen"] = trained.seen
     arrays.update(extra or {})
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_open(path) as fh:
+        np.savez(fh, **arrays)
     return path
 
 

@@ -1,6 +1,5 @@
 """Reading a face's image bytes and making its cached thumbnail."""
 import io
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -8,6 +7,7 @@ from django.conf import settings
 from django.http import Http404
 from PIL import Image, ImageDraw, ImageOps
 
+from ml.io.atomic import write_bytes_atomic
 from ml.io.budget import over_budget
 from ml.io.recordio import RecordIOError, RecordReader, unpack_image
 
@@ -154,8 +154,6 @@ def face_thumbnail_bytes(*, face: Face) -> bytes:
     except (Http404, OSError, ValueError, Image.DecompressionBombError):
         return _unreadable_placeholder()
     data = out.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_bytes(data)
-    os.replace(partial, path)  # atomic: a concurrent reader never sees half a file
+    # A concurrent reader never sees half a file; a cache, so no fsync (a lost one is made again).
+    write_bytes_atomic(path, data, durable=False)
     return data
