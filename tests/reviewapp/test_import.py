@@ -1,6 +1,7 @@
 """dataset_import on real data (LFW, AT&T) in every format, and on every kind of bad input."""
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -332,14 +333,17 @@ def test_import_writes_one_audit_row(messy, user):
 
 def test_summary_and_progress(messy):
     calls = []
+    started = time.monotonic()
     report = dataset_import(path=messy, name="p", fmt="folder", progress=lambda *a: calls.append(a))
+    elapsed = time.monotonic() - started
     summary = report.summary()
     keys = ("faces", "identities", "unreadable", "rejected", "dataset", "source")
     assert {k: summary[k] for k in keys} == {
         "faces": report.faces, "identities": report.identities, "unreadable": 2, "rejected": 4,
         "dataset": "p", "source": "main",
     }
-    assert summary["seconds"] >= 0
+    assert 0 < report.seconds <= elapsed  # the import's own time, within the call's
+    assert summary["seconds"] == round(report.seconds, 3)
     assert ("faces", report.faces, report.faces) in calls
 
 
