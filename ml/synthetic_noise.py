@@ -56,11 +56,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ml.io.scan import folder_images
+
 SPLIT_SUFFIX = "#split"
 MIN_SPLIT_IMAGES = 4
 BASE_KINDS = ("clean", "closed", "open", "split")
 KINDS = BASE_KINDS + ("copy", "junk")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".gif", ".webp", ".tif", ".tiff"}
 
 TRAIN_LIST = "train.lst"
 GROUND_TRUTH = "ground_truth.jsonl"
@@ -268,25 +269,10 @@ def read_lines(path: str | Path) -> list[str]:
         return [line.strip() for line in fh if line.strip()]
 
 
-def _identity_dir(root: Path, name: str) -> Path:
-    folder = (root / name).resolve()
-    # Names are untrusted: "../x" or "a/b" must not reach outside root/<identity>.
-    if "/" in name or "\\" in name or folder.parent != root or not folder.is_dir():
-        raise ValueError(f"identity {name!r} is not a folder directly under {root}")
-    return folder
-
-
 def load_folder(root: str | Path, identities: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    """(path relative to root, identity) for root/<identity>/<image>, all identities or the given ones."""
-    root = Path(root).resolve()
-    if identities is None:
-        identities = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    samples = []
-    for name in identities:
-        for image in sorted(_identity_dir(root, name).iterdir()):
-            if image.suffix.lower() in IMAGE_SUFFIXES and image.is_file() and not image.name.startswith("."):
-                samples.append((f"{name}/{image.name}", name))
-    return samples
+    """(path relative to root, identity) for root/<identity>/<image>, all identities or the given
+    ones: the images a folder import takes (ml.io.scan.folder_images)."""
+    return folder_images(root, identities)
 
 
 def check_pool(root: str | Path, pool: Sequence[str], identities: Iterable[str]) -> None:

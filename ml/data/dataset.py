@@ -21,11 +21,11 @@ from torch.utils.data import Dataset
 
 from ml.data.transforms import build_transform
 from ml.io.budget import over_budget
+from ml.io.filelist import list_rows
 from ml.io.recordio import RecordReader, insightface_entries, unpack_image
+from ml.io.scan import folder_images
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".webp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True, slots=True)  # slots: millions of these live in memory at once
@@ -148,27 +148,24 @@ class FaceDataset(Dataset):
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike, *, transform=None) -> "FaceDataset":
-        """One identity per sub-folder of root (sorted names -> ids 0..C-1), every image file below
-        it (by extension, hidden files ignored)."""
+        """root/<identity>/<image>, the images a folder import takes (ml.io.scan.folder_images:
+        the same walk and extensions); identities with an image, in sorted names -> ids 0..C-1."""
         root = os.fspath(root)
-        class_names = sorted(
-            e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")
-        )
-        samples = []
-        for label, name in enumerate(class_names):
-            for path in _image_files(os.path.join(root, name)):
-                samples.append(FaceSample(os.path.relpath(path, root), label))
+        images = folder_images(root)
+        class_names = sorted({identity for _, identity in images})
+        ids = {name: i for i, name in enumerate(class_names)}
+        samples = [FaceSample(path, ids[identity]) for path, identity in images]
         return cls(samples, root=root, transform=transform, class_names=class_names)
 
     @classmethod
     def from_list(cls, list_path, root=None, *, transform=None) -> "FaceDataset":
-        """A list file of `path label` lines (whitespace separated, the label last, so paths may
-        contain spaces; blank and '#' lines ignored). Relative paths are taken relative to `root`,
+        """A file list as import reads it (ml.io.filelist: `path label`, `path<TAB>label`,
+        InsightFace's .lst, FaceClean's export). Relative paths are taken relative to `root`,
         by default the list file's folder. Labels (integers or names) are mapped to ids 0..C-1 in
         sorted order (numeric order when all are integers); `class_names` keeps the originals."""
         list_path = os.fspath(list_path)
         root = os.fspath(root) if root is not None else os.path.dirname(os.path.abspath(list_path))
-        rows = list(read_path_label_lines(list_path))
+        rows = list_rows(list_path)
         names = sorted({label for _, label in rows}, key=_label_sort_key)
         ids = {name: i for i, name in enumerate(names)}
         samples = [FaceSample(path, ids[label]) for path, label in rows]
@@ -189,30 +186,6 @@ class FaceDataset(Dataset):
         samples = [FaceSample(offset, ids[label]) for (_, offset), label in zip(entries, stored)]
         names = [str(int(v)) if float(v).is_integer() else str(v) for v in values]
         return cls(samples, record_file=rec_path, transform=transform, class_names=names)
-
-
-def _image_files(folder: str) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(os.path.join(dirpath, name))
-    return found
-
-
-def read_path_label_lines(list_path: str) -> list[tuple[str, str]]:
-    rows = []
-    with open(list_path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = line.rsplit(None, 1)
-            if len(fields) != 2:
-                raise ValueError(f"{list_path}:{lineno}: expected 'path label'")
-            rows.append((fields[0], fields[1]))
-    return rows
 
 
 def _label_sort_key(label: str):

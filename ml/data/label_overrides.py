@@ -15,7 +15,8 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from ml.data.dataset import FaceDataset, FaceItem, read_path_label_lines
+from ml.data.dataset import FaceDataset, FaceItem
+from ml.io.filelist import list_rows
 
 REMOVED = -1
 
@@ -102,7 +103,7 @@ def select_from_file_list(dataset: FaceDataset, list_path, root=None) -> Trainin
     name_to_id = {name: i for i, name in enumerate(dataset.class_names or [])}
     labels = np.full(len(dataset), REMOVED, dtype=np.int64)
     unmatched = 0
-    for path, label in read_path_label_lines(os.fspath(list_path)):
+    for path, label in list_rows(list_path):
         index = position.get(_path_key(list_root, path))
         if index is None:
             unmatched += 1

@@ -144,6 +144,17 @@ def read_file_list(path: str | os.PathLike, *, max_line_bytes: int = MAX_LINE_BY
         yield from iter_list_lines(stream, max_line_bytes=max_line_bytes)
 
 
+def list_rows(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Every (path, label) of a file list, for training: the first line that import would
+    refuse raises ValueError naming the file and line."""
+    rows = []
+    for lineno, image_path, label, problem in read_file_list(path):
+        if problem is not None:
+            raise ValueError(f"{os.fspath(path)}:{lineno}: {problem}")
+        rows.append((image_path, label))
+    return rows
+
+
 _SHOWN_PATH_CHARS = 200
 
 

@@ -1,6 +1,12 @@
 """Finding importable face images safely and cheaply: the folder and RecordIO scans (file
 lists: ml.io.filelist), and the per-file checks every format shares (RootGuard).
 
+One walk of a ROOT/<identity>/<image> folder (walk_folder) and one set of image extensions
+(IMAGE_EXTENSIONS) serve import, training (ml.data.dataset's from_folder, through
+folder_images) and noise injection (ml.synthetic_noise): what a folder import takes is what
+trains. Every extension here is one Pillow decodes and image_format knows by its header
+bytes; a GIF trains on its first frame, in RGB, like any other image.
+
 Problems come in two kinds. `Rejected`: the entry breaks a rule (unknown extension, outside
 the root, missing, not a regular file). `Unreadable`: the entry names real data that is not
 a usable image (zero bytes, wrong header bytes, corrupt record, fails to decode).
@@ -23,18 +29,19 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import math
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from PIL import Image
 
 from .budget import over_budget
 from .recordio import RecordReader, RecordIOError, insightface_entries, unpack_image
 
-IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "pgm", "ppm", "bmp", "gif", "webp", "tif", "tiff"})
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "pgm", "ppm", "pnm", "bmp", "gif", "webp", "tif", "tiff"})
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _UNRESOLVED = object()
@@ -261,11 +268,13 @@ class Inspected(NamedTuple):
 
 
 class FolderEntry(NamedTuple):
-    """An image found by scan_folder (identity set), or a problem found on the way."""
+    """An image found by scan_folder (identity set), or a problem found on the way; `entry` is
+    the file's os.DirEntry (None for a problem)."""
 
     path: str
     identity: str | None
     problem: FileProblem | None = None
+    entry: os.DirEntry | None = None
 
 
 def _sorted_entries(path: str) -> list[os.DirEntry]:
@@ -295,7 +304,7 @@ def _scan_identity(folder: str, identity: str) -> Iterator[FolderEntry]:
         if nested:
             yield FolderEntry(where, None, Rejected("nested folder, not imported"))
         else:
-            yield FolderEntry(where, identity)
+            yield FolderEntry(where, identity, None, entry)
 
 
 def walk_folder(root: str | os.PathLike) -> Iterator[FolderEntry]:
@@ -324,6 +333,30 @@ def walk_folder(root: str | os.PathLike) -> Iterator[FolderEntry]:
             yield from _scan_identity(entry.path, name)
         else:
             yield FolderEntry(name, None, Rejected("file outside an identity folder"))
+
+
+def _identity_folder(real_root: str, name: str) -> str:
+    folder = os.path.realpath(os.path.join(real_root, name))
+    # Names are untrusted: "../x" or "a/b" must not reach outside root/<identity>.
+    if "/" in name or "\\" in name or os.path.dirname(folder) != real_root or not os.path.isdir(folder):
+        raise ValueError(f"identity {name!r} is not a folder directly under {real_root}")
+    return folder
+
+
+def folder_images(root: str | os.PathLike, identities: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """(path relative to root, identity) of every image file a folder import would take from
+    ROOT/<identity>/<image>, by name and extension only (walk_folder; entries it refuses, and
+    names without an image extension, are skipped without a word), in name order.
+    `identities`: only those folders, in that order; ValueError when one is not a folder
+    directly under root."""
+    real_root = os.path.realpath(root)
+    if identities is None:
+        entries = walk_folder(real_root)
+    else:
+        entries = itertools.chain.from_iterable(
+            _scan_identity(_identity_folder(real_root, name), name) for name in list(identities))
+    return [(e.path, e.identity) for e in entries
+            if e.problem is None and has_image_extension(e.path) and e.entry.is_file()]
 
 
 class RecordEntry(NamedTuple):
