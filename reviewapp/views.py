@@ -4,8 +4,8 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from . import selectors
 from .access import access_face
+from .selectors import dataset_list
 from .selectors.manage import can_import
 from .services.images import face_image_bytes, face_thumbnail_bytes
 
@@ -13,13 +13,13 @@ _IMAGE_CACHE = "private, max-age=86400"
 
 
 @require_GET
-def dataset_list(request):
-    return render(request, "datasets.html", {"datasets": selectors.dataset_list(user=request.user),
+def dataset_list_page(request):
+    return render(request, "datasets.html", {"datasets": dataset_list(user=request.user),
                                              "can_import": can_import(request.user)})
 
 
 @require_GET
-def face_image(request, face_id: int):
+def face_image_file(request, face_id: int):
     face = access_face(request.user, face_id)
     data, content_type = face_image_bytes(face=face)
     response = HttpResponse(data, content_type=content_type)
@@ -28,7 +28,7 @@ def face_image(request, face_id: int):
 
 
 @require_GET
-def face_thumbnail(request, face_id: int):
+def face_thumbnail_file(request, face_id: int):
     face = access_face(request.user, face_id)
     response = HttpResponse(face_thumbnail_bytes(face=face), content_type="image/jpeg")
     response["Cache-Control"] = _IMAGE_CACHE

@@ -16,15 +16,14 @@ from .access import access_dataset
 from .api.serializers import BulkRequest
 from .kinds import kind_choices, kind_title
 from .models import Identity, Job, Round
-from .selectors import bulk as bulk_selectors
-from .selectors import manage as manage_selectors
-from .services import bulk as bulk_services
+from .selectors.bulk import bulk_preview, selection_resolve
+from .selectors.manage import bulk_job_title, job_view
+from .services.bulk import GROWTH_ALLOWED, PAIR_ACTIONS, BulkRefused, PreviewOutdated, bulk_start
 from .services.jobs import REVIEW_KINDS
 
 ACTION_CHOICES = [("confirm", "Confirm (do what each flag suggests)"), ("reject", "Keep (nothing changes)"),
                   ("remove", "Remove the faces"), ("low_quality", "Mark the faces low quality"),
                   ("relabel", "Relabel the faces to…")]
-PAIR_ACTIONS = bulk_services.PAIR_ACTIONS
 
 
 def _errors(errors: dict) -> list[str]:
@@ -43,7 +42,7 @@ def _form_data(params, dataset, *, preview: bool) -> dict:
 
 
 def _selection(dataset, data: dict):
-    return bulk_selectors.selection_resolve(
+    return selection_resolve(
         dataset_id=dataset.pk, kind=data["kind"], round_id=data.get("round"), min_score=data.get("min_score"),
         max_score=data.get("max_score"), identity_id=data.get("identity"),
         suggested_identity_id=data.get("suggested_identity"))
@@ -55,7 +54,7 @@ def _context(request, dataset, params, *, errors=(), refusal: str = "") -> dict:
     preview, errors = None, list(errors)
     if body.is_valid():
         try:
-            preview = bulk_selectors.bulk_preview(selection=_selection(dataset, body.validated_data), user=request.user)
+            preview = bulk_preview(selection=_selection(dataset, body.validated_data), user=request.user)
         except ValueError as error:
             errors += _errors(error.args[0])
     elif "kind" in params:
@@ -73,7 +72,7 @@ def _context(request, dataset, params, *, errors=(), refusal: str = "") -> dict:
         "dataset": dataset, "params": params, "kind": kind, "kind_title": kind_title(kind), "kinds": kind_choices(),
         "rounds": rounds, "preview": preview, "errors": errors, "refusal": refusal, "described": described,
         "actions": [a for a in ACTION_CHOICES if kind != "duplicate_identity" or a[0] in PAIR_ACTIONS],
-        "growth": int(bulk_services.GROWTH_ALLOWED * 100),
+        "growth": int(GROWTH_ALLOWED * 100),
     }
 
 
@@ -88,7 +87,7 @@ def bulk_page(request, dataset_id: int):
 
 
 @require_POST
-def bulk_start(request, dataset_id: int):
+def bulk_start_post(request, dataset_id: int):
     """Start the job (admins and reviewers, see services.bulk) and go to its page; a refusal
     shows the page again with the reason and a fresh preview."""
     dataset = access_dataset(request.user, dataset_id)
@@ -103,30 +102,29 @@ def bulk_start(request, dataset_id: int):
             if data.get("identity_id") is not None and not Identity.objects.filter(pk=data["identity_id"],
                                                                                     dataset=dataset).exists():
                 raise ValueError({"identity_id": "Not an identity of this dataset."})
-            job = bulk_services.bulk_start(dataset=dataset, selection=selection, action=data["action"],
-                                           user=request.user, identity_id=data.get("identity_id"),
-                                           expected_count=data.get("expected_count"))
+            job = bulk_start(dataset=dataset, selection=selection, action=data["action"], user=request.user,
+                             identity_id=data.get("identity_id"), expected_count=data.get("expected_count"))
         except ValueError as error:
             errors = _errors(error.args[0])
-        except bulk_services.PreviewOutdated as outdated:
+        except PreviewOutdated as outdated:
             status, refusal = 409, str(outdated)
-        except bulk_services.BulkRefused as refused:
+        except BulkRefused as refused:
             refusal = str(refused)
         else:
-            messages.success(request, f"Started: {manage_selectors.bulk_job_title(job)}. It runs in the background.")
+            messages.success(request, f"Started: {bulk_job_title(job)}. It runs in the background.")
             return redirect("bulk-job", dataset_id=dataset.pk, job_id=job.pk)
     context = _context(request, dataset, request.POST, errors=errors, refusal=refusal)
     return render(request, "review/bulk_form.html", context, status=status)
 
 
 @require_GET
-def bulk_job(request, dataset_id: int, job_id: int):
+def bulk_job_page(request, dataset_id: int, job_id: int):
     """A bulk decision or batch undo of the dataset, for any member (the admins' job page,
-    views_manage.job_detail, shows imports and exports); polled by htmx while it runs."""
+    views_manage.job_page, shows imports and exports); polled by htmx while it runs."""
     dataset = access_dataset(request.user, dataset_id)
     job = Job.objects.filter(pk=job_id, dataset=dataset, kind__in=REVIEW_KINDS).select_related("created_by").first()
     if job is None:
         raise Http404("No such job")
-    view = manage_selectors.job_view(job=job)
+    view = job_view(job=job)
     template = "manage/_job.html" if request.htmx else "manage/job.html"
     return render(request, template, {"view": view, "dataset": dataset})

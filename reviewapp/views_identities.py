@@ -16,19 +16,20 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_decision, access_face, access_flag, access_identity
+from .api.filters import HistoryFilter
+from .forms import FacesBulkForm, IdentityMergeForm, UndoForm, first_error
 from .kinds import KIND_ORDER
 from .models import Decision, Face, Flag, Job
 from .request_args import positive_int
-from .selectors import identities as sel
-from .selectors import identity_list as lists
-from .services import labels
-from .services.faces import ACTIONS as BULK_ACTIONS
+from .selectors.identities import (
+    FaceFilter, history_view, identities_by_name, identity_bulk_updates, identity_page, nearest_identities, pair_page,
+)
+from .selectors.identity_list import FIND_LIMIT, face_find, identity_list
 from .services.faces import faces_bulk_action
-from .services.labels import LabelConflict
-from .services.undo import UndoRefused, batch_undo_start
-from .services.undo import decision_undo as undo_service
+from .services.flags import flag_decide
+from .services.labels import LabelConflict, identity_merge
+from .services.undo import UndoRefused, batch_undo_start, decision_undo
 
-MAX_BULK = 500
 BULK_DONE = {"remove": "Removed", "low_quality": "Marked low quality", "restore": "Restored",
              "relabel": "Relabelled"}
 
@@ -62,7 +63,7 @@ def _same_dataset(*identities):
 
 # -- identity page ---------------------------------------------------------------------------------
 
-def _face_filter(params) -> sel.FaceFilter:
+def _face_filter(params) -> FaceFilter:
     """?kind= (a face flag kind, or "any") and ?min_score= (a finite number); others ignored."""
     kind = params.get("kind", "")
     kind = kind if kind == "any" or (kind in KIND_ORDER and kind != Flag.Kind.DUPLICATE_IDENTITY) else ""
@@ -70,12 +71,12 @@ def _face_filter(params) -> sel.FaceFilter:
         min_score = float(params.get("min_score", ""))
     except ValueError:
         min_score = None
-    return sel.FaceFilter(kind=kind, min_score=min_score if min_score is not None and math.isfinite(min_score)
-                          else None)
+    return FaceFilter(kind=kind, min_score=min_score if min_score is not None and math.isfinite(min_score)
+                      else None)
 
 
 @require_GET
-def identity_detail(request, identity_id: int):
+def identity_detail_page(request, identity_id: int):
     """The identity's faces, keyset-paged; ?kind=&min_score= keep faces with such an open flag
     of the latest round; ?at=<face id> starts the page at that face (where face find leads)."""
     identity = access_identity(request.user, identity_id)
@@ -89,34 +90,28 @@ def identity_detail(request, identity_id: int):
     context = {"identity": identity, "include_removed": include_removed, "at": at,
                "bulk_url": reverse("identity-bulk", args=[identity.pk]),
                "filter_query": urlencode(face_filter.as_query()),
-               **sel.identity_page(identity=identity, after=after, include_removed=include_removed, full=not is_more,
-                                   face_filter=face_filter)}
+               **identity_page(identity=identity, after=after, include_removed=include_removed, full=not is_more,
+                               face_filter=face_filter)}
     if is_more:
         return render(request, "identities/_face_page.html", context)
     return render(request, "identities/identity_detail.html", context)
 
 
 @require_POST
-def identity_bulk(request, identity_id: int):
+def identity_bulk_post(request, identity_id: int):
     identity = access_identity(request.user, identity_id)
     back = reverse("identity-detail", args=[identity.pk])
-    action = request.POST.get("action", "")
-    ids = [i for i in (positive_int(v) for v in request.POST.getlist("ids")) if i is not None]
-    if action not in BULK_ACTIONS:
-        return _notice(request, "Choose an action.", "warning", back)
-    if not ids:
-        return _notice(request, "Select one or more faces first.", "warning", back)
-    if len(ids) > MAX_BULK:
-        return _notice(request, f"At most {MAX_BULK} faces at a time.", "warning", back)
+    form = FacesBulkForm(request.POST)
+    if not form.is_valid():
+        return _notice(request, first_error(form), "warning", back)
+    action = form.cleaned_data["action"]
     target = None
     if action == "relabel":
-        target_id = positive_int(request.POST.get("identity_id"))
-        if target_id is None:
-            return _notice(request, "Choose the identity to relabel to.", "warning", back)
-        target = access_identity(request.user, target_id)
+        target = access_identity(request.user, form.cleaned_data["identity_id"])
         _same_dataset(identity, target)
-    result = faces_bulk_action(face_ids=ids, action=action, user=request.user, dataset=identity.dataset,
-                               identity_id=target.pk if target else None, from_identity_id=identity.pk)
+    result = faces_bulk_action(face_ids=form.cleaned_data["ids"], action=action, user=request.user,
+                               dataset=identity.dataset, identity_id=target.pk if target else None,
+                               from_identity_id=identity.pk)
     notices = []
     if result.decided:
         to = f" to {target.name}" if target else ""
@@ -128,11 +123,11 @@ def identity_bulk(request, identity_id: int):
         for level, text in notices:
             getattr(messages, level)(request, text)
         return redirect(back)
-    include_removed = request.POST.get("removed") == "1"
+    include_removed = form.cleaned_data["removed"]
     touched = result.decided + [face_id for face_id, _ in result.conflicts]
     context = {"identity": identity, "include_removed": include_removed,
                "bulk_url": reverse("identity-bulk", args=[identity.pk]),
-               **sel.identity_bulk_updates(identity=identity, face_ids=touched, include_removed=include_removed)}
+               **identity_bulk_updates(identity=identity, face_ids=touched, include_removed=include_removed)}
     return _with_notices(request, "identities/_bulk_result.html", context, notices)
 
 
@@ -146,35 +141,33 @@ def _pair_flag(request, flag_id, a, b) -> Flag:
 
 
 @require_POST
-def identity_merge(request, identity_id: int):
+def identity_merge_post(request, identity_id: int):
     """Merge this identity and `other_id` keeping `survivor_id`; with `flag`, decide that
     duplicate-identity flag instead (verdict "same" merges, "different" keeps them apart)."""
     identity = access_identity(request.user, identity_id)
-    other_id = positive_int(request.POST.get("other_id"))
-    if other_id is None:
+    form = IdentityMergeForm(request.POST)
+    form.is_valid()  # always: an unreadable id is none, which is answered below
+    data = form.cleaned_data
+    if data["other_id"] is None:
         return _notice(request, "Choose the identity to merge with.", "warning",
                        reverse("identity-detail", args=[identity.pk]))
-    other = access_identity(request.user, other_id)
+    other = access_identity(request.user, data["other_id"])
     _same_dataset(identity, other)
     back = reverse("pair-detail", args=[identity.pk, other.pk])
-    flag_id = positive_int(request.POST.get("flag"))
-    flag = _pair_flag(request, flag_id, identity, other) if flag_id else None
-    verdict = request.POST.get("verdict", "same")
-    raw_survivor = request.POST.get("survivor_id")
-    survivor_id = other.pk if raw_survivor == "other" else positive_int(raw_survivor)
+    flag = _pair_flag(request, data["flag"], identity, other) if data["flag"] else None
+    verdict = data["verdict"]
+    survivor_id = form.survivor(other)
     if verdict == "same" and survivor_id not in (identity.pk, other.pk):
         return _notice(request, "Choose which identity survives the merge.", "warning", back)
     if verdict not in ("same", "different") or (verdict == "different" and flag is None):
         return HttpResponseBadRequest("Unknown verdict")
     try:
         if flag is not None:
-            from .services.flags import flag_decide
-
             action = "confirm" if verdict == "same" else "reject"
             decision = flag_decide(flag_id=flag.pk, action=action, user=request.user, survivor_id=survivor_id)
         else:
             merged_id = other.pk if survivor_id == identity.pk else identity.pk
-            decision = labels.identity_merge(identity_id=merged_id, into_id=survivor_id, user=request.user)
+            decision = identity_merge(identity_id=merged_id, into_id=survivor_id, user=request.user)
     except LabelConflict as conflict:
         return _notice(request, f"Nothing changed: {conflict}", "warning", back)
     except ValueError as error:
@@ -194,7 +187,7 @@ def identity_merge(request, identity_id: int):
 
 
 @require_GET
-def pair_detail(request, identity_a: int, identity_b: int):
+def pair_detail_page(request, identity_a: int, identity_b: int):
     a = access_identity(request.user, identity_a)
     b = access_identity(request.user, identity_b)
     _same_dataset(a, b)
@@ -202,20 +195,20 @@ def pair_detail(request, identity_a: int, identity_b: int):
         raise Http404("An identity is not a pair")
     flag_id = positive_int(request.GET.get("flag"))
     flag = _pair_flag(request, flag_id, a, b) if flag_id else None
-    return render(request, "identities/pair_detail.html", sel.pair_page(a=a, b=b, flag=flag))
+    return render(request, "identities/pair_detail.html", pair_page(a=a, b=b, flag=flag))
 
 
 # -- the identity list and face finder ------------------------------------------------------------
 
 @require_GET
-def identity_list(request, dataset_id: int):
+def identity_list_page(request, dataset_id: int):
     """Every identity of the dataset: ?q= (name contains, any case), ?sort=name|size|flags|noise,
     ?merged=1 (merged-away ones too), keyset-paged by ?after=<identity id>."""
     dataset = access_dataset(request.user, dataset_id)
     q = request.GET.get("q", "")[:200].replace("\x00", "")  # PostgreSQL text cannot hold NUL
     merged = request.GET.get("merged") == "1"
-    page = lists.identity_list(dataset=dataset, q=q, sort=request.GET.get("sort", "name"),
-                             after=positive_int(request.GET.get("after")), merged=merged)
+    page = identity_list(dataset=dataset, q=q, sort=request.GET.get("sort", "name"),
+                         after=positive_int(request.GET.get("after")), merged=merged)
     query = {k: v for k, v in (("q", page["q"]), ("sort", page["sort"] if page["sort"] != "name" else ""),
                                ("merged", "1" if merged else "")) if v}
     context = {"dataset": dataset, "page_query": urlencode(query), **page}
@@ -233,17 +226,17 @@ def face_anchor_url(face: Face) -> str:
 
 
 @require_GET
-def face_find(request, dataset_id: int):
+def face_find_page(request, dataset_id: int):
     """?q= a face id or a path (exact, a prefix or a suffix of it): one match goes to the face on
     its identity's page, several are listed."""
     dataset = access_dataset(request.user, dataset_id)
     q = request.GET.get("q", "")[:2048].replace("\x00", "")
-    faces = lists.face_find(dataset_id=dataset.pk, q=q)
+    faces = face_find(dataset_id=dataset.pk, q=q)
     if len(faces) == 1:
         return redirect(face_anchor_url(faces[0]))
     matches = [(face, face_anchor_url(face)) for face in faces]
     return render(request, "identities/face_find.html", {"dataset": dataset, "q": q.strip(), "matches": matches,
-                                                         "limit": lists.FIND_LIMIT})
+                                                         "limit": FIND_LIMIT})
 
 
 # -- search ----------------------------------------------------------------------------------------
@@ -269,7 +262,7 @@ def _search_subject(request, dataset):
 
 
 @require_GET
-def identity_search(request, dataset_id: int):
+def identity_search_page(request, dataset_id: int):
     """Options a relabel or merge form posts: by name (?q=), else nearest to a face or an
     identity (see _search_subject). ?exclude= leaves one identity out; ?field= names the
     radio (identity_id for relabels, other_id for merges)."""
@@ -283,13 +276,13 @@ def identity_search(request, dataset_id: int):
     scores, note, mode = {}, "", "name"
     face, identity = (None, None) if q.strip() else _search_subject(request, dataset)
     if q.strip():
-        options = sel.identities_by_name(dataset_id=dataset.pk, q=q, exclude=exclude)
+        options = identities_by_name(dataset_id=dataset.pk, q=q, exclude=exclude)
         if not options:
             note = "No identity name contains that text."
     elif face or identity:
         if (face or identity).dataset_id != dataset.pk:
             raise Http404("No such face")
-        nearest = sel.nearest_identities(dataset_id=dataset.pk, face=face, identity=identity)
+        nearest = nearest_identities(dataset_id=dataset.pk, face=face, identity=identity)
         options = [o for o in nearest.identities if o.pk not in exclude]
         scores, note, mode = nearest.scores, nearest.note, "nearest"
     else:
@@ -302,28 +295,14 @@ def identity_search(request, dataset_id: int):
 
 # -- history and undo ------------------------------------------------------------------------------
 
-def _batch_param(value) -> str:
-    try:
-        return str(uuid.UUID(str(value or "")))
-    except ValueError:
-        return ""
-
-
-def _filters(params) -> sel.HistoryFilters:
-    action = params.get("action", "")
-    return sel.HistoryFilters(user=positive_int(params.get("user")), round=positive_int(params.get("round")),
-                              action=action if action in Decision.Action.values else "",
-                              batch=_batch_param(params.get("batch")))
-
-
 @require_GET
-def history(request, dataset_id: int):
+def decision_history_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id)
-    filters = _filters(request.GET)
+    filters = HistoryFilter(request.GET)
     before = positive_int(request.GET.get("before"))
     fragment = request.htmx and (before is not None or request.headers.get("HX-Target") == "history-list")
-    context = sel.history_view(dataset=dataset, user=request.user, filters=filters, before=before,
-                               with_choices=not fragment)
+    context = history_view(dataset=dataset, user=request.user, filters=filters, before=before,
+                           with_choices=not fragment)
     if request.htmx and before is not None:
         return render(request, "identities/_history_rows.html", context)
     if fragment:
@@ -332,11 +311,11 @@ def history(request, dataset_id: int):
 
 
 @require_POST
-def decision_undo(request, decision_id: int):
+def decision_undo_post(request, decision_id: int):
     decision = access_decision(request.user, decision_id)
     back = reverse("history", args=[decision.dataset_id])
     try:
-        undo = undo_service(decision_id=decision.pk, user=request.user)
+        undo = decision_undo(decision_id=decision.pk, user=request.user)
     except UndoRefused as refused:
         return _notice(request, str(refused), "warning", back)
     except LabelConflict as conflict:
@@ -345,15 +324,17 @@ def decision_undo(request, decision_id: int):
     if not request.htmx:
         messages.success(request, text)
         return redirect(back)
-    if request.POST.get("history") == "1":
-        context = sel.history_view(dataset=decision.dataset, user=request.user, filters=_filters(request.POST))
+    form = UndoForm(request.POST)
+    form.is_valid()  # always
+    if form.cleaned_data["history"]:
+        context = history_view(dataset=decision.dataset, user=request.user, filters=HistoryFilter(request.POST))
         return _with_notices(request, "identities/_history_list.html", context, [("success", text)])
     return _with_notices(request, "identities/_undone.html", {"undo": undo, "decision": decision, "text": text},
                          [("success", text)])
 
 
 @require_POST
-def batch_undo(request, dataset_id: int, batch: uuid.UUID):
+def batch_undo_post(request, dataset_id: int, batch: uuid.UUID):
     """Undo every decision of the batch that the user took: a small batch now (conflicts
     reported and skipped), a large one as a job."""
     dataset = access_dataset(request.user, dataset_id)
@@ -374,6 +355,5 @@ def batch_undo(request, dataset_id: int, batch: uuid.UUID):
     if not request.htmx:
         getattr(messages, level)(request, text)
         return redirect(back)
-    filters = _filters(request.POST)
-    context = sel.history_view(dataset=dataset, user=request.user, filters=filters)
+    context = history_view(dataset=dataset, user=request.user, filters=HistoryFilter(request.POST))
     return _with_notices(request, "identities/_history_list.html", context, [(level, text)])

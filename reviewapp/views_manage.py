@@ -7,7 +7,6 @@ hx-trigger once it has ended, which stops the polling.
 """
 import json
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponse
@@ -16,77 +15,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .access import access_dataset, access_job, access_round, dataset_role
-from .json_bounds import JSONTooDeep, loads_bounded
+from .forms import ExportForm, ImportForm, MemberForm, MemberRemoveForm, RoundStartForm
 from .models import Job, Membership, Round
-from .selectors import manage as selectors
-from .selectors import team as team_selectors
-from .services import jobs as job_services
-from .services import members as member_services
-from .services import round_data
-from .services import rounds as round_services
-
-
-# -- forms ------------------------------------------------------------------------------------------
-
-class RoundStartForm(forms.Form):
-    method = forms.ChoiceField(choices=Round.Method.choices)
-    epochs = forms.IntegerField(required=False, min_value=1, max_value=1000,
-                                widget=forms.NumberInput(attrs={"placeholder": "method default"}))
-    batch_size = forms.IntegerField(required=False, min_value=1, max_value=8192,
-                                    widget=forms.NumberInput(attrs={"placeholder": "method default"}))
-    embeddings = forms.CharField(required=False, max_length=1000,
-                                 widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/embeddings.npz"}))
-    paths = forms.CharField(required=False, max_length=1000,
-                            widget=forms.TextInput(attrs={"placeholder": "e.g. lfw/paths.txt (with an .npy)"}))
-    norms = forms.CharField(required=False, max_length=1000)
-    config = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), max_length=20_000,
-                             help_text='more settings as a JSON object, e.g. {"mining": {"open_set_angle": 75}}')
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Preselected: the host's default (pretrained without a GPU, the GPU preset with one).
-        self.fields["method"].initial = round_data.default_round_method()
-
-    def clean_config(self):
-        text = self.cleaned_data["config"].strip()
-        if not text:
-            return {}
-        try:
-            value = loads_bounded(text)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})")
-        except JSONTooDeep as exc:
-            raise forms.ValidationError(f"JSON {exc}")
-        if not isinstance(value, dict):
-            raise forms.ValidationError("the settings must be a JSON object { ... }")
-        return value
-
-    def round_config(self) -> dict:
-        """The number and path fields laid over the JSON settings."""
-        config = dict(self.cleaned_data["config"])
-        for key in ("epochs", "batch_size", "embeddings", "paths", "norms"):
-            value = self.cleaned_data.get(key)
-            if value not in (None, ""):
-                config[key] = value
-        return config
-
-
-class ExportForm(forms.Form):
-    format = forms.ChoiceField(choices=[("list", "file list (.txt)"), ("recordio", "RecordIO (.rec)")],
-                               initial="list")
-
-
-class ImportForm(forms.Form):
-    path = forms.CharField(max_length=1000, help_text="inside the data root; relative paths start there")
-    name = forms.CharField(max_length=200, label="Dataset name")
-    format = forms.ChoiceField(choices=[("folder", "folder: <identity>/<image>"),
-                                        ("list", "file list: path label"),
-                                        ("recordio", "InsightFace RecordIO (.rec)")])
-
-
-class MemberForm(forms.Form):
-    username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=Membership.Role.choices)
+from .selectors.charts import CHARTS, round_chart_svg
+from .selectors.manage import (
+    active_round, can_import, dataset_jobs, dataset_memberships, dataset_rounds, dataset_stats, import_jobs,
+    job_view, latest_round, round_flag_notes, round_flag_rows, round_neighbours, round_progress,
+)
+from .selectors.team import team_panel
+from .services.jobs import export_file, job_export_start, job_import_start
+from .services.members import membership_remove, membership_set
+from .services.rounds import ACTIVE, RoundConflict, round_cancel, round_start
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -98,27 +37,27 @@ def _is_admin(user, dataset_id: int) -> bool:
 def _dataset_context(request, dataset, *, watched=None) -> dict:
     """What the dataset page and its live fragment show. `watched` is the round the live panel
     follows: the running one, else (for a poll) the one that just ended."""
-    active = selectors.active_round(dataset=dataset)
+    active = active_round(dataset=dataset)
     watched = active or watched
     return {
         "dataset": dataset,
         "is_admin": _is_admin(request.user, dataset.pk),
-        "stats": selectors.dataset_stats(dataset=dataset),
-        "rounds": selectors.dataset_rounds(dataset=dataset),
+        "stats": dataset_stats(dataset=dataset),
+        "rounds": dataset_rounds(dataset=dataset),
         "active_round": active,
-        "live": selectors.round_progress(round_=watched) if watched else None,
+        "live": round_progress(round_=watched) if watched else None,
         "round_form": RoundStartForm(),
         "data_root": settings.DATA_ROOT,
     }
 
 
-def _dataset_page(request, dataset, *, round_form=None, export_form=None, status=200):
+def _render_dataset(request, dataset, *, round_form=None, export_form=None, status=200):
     context = _dataset_context(request, dataset)
     context.update(
-        jobs=([selectors.job_view(job=job) for job in selectors.dataset_jobs(dataset=dataset, kind=Job.Kind.EXPORT)]
+        jobs=([job_view(job=job) for job in dataset_jobs(dataset=dataset, kind=Job.Kind.EXPORT)]
               if context["is_admin"] else []),
         round_form=round_form or context["round_form"], export_form=export_form or ExportForm(),
-        team=team_selectors.team_panel(dataset=dataset, user=request.user))
+        team=team_panel(dataset=dataset, user=request.user))
     return render(request, "manage/dataset.html", context, status=status)
 
 
@@ -134,56 +73,57 @@ def _redirect(request, url: str):
 # -- datasets ---------------------------------------------------------------------------------------
 
 @require_GET
-def dataset_detail(request, dataset_id: int):
-    return _dataset_page(request, access_dataset(request.user, dataset_id))
+def dataset_page(request, dataset_id: int):
+    return _render_dataset(request, access_dataset(request.user, dataset_id))
 
 
 @require_GET
-def dataset_live(request, dataset_id: int):
+def dataset_live_page(request, dataset_id: int):
     """The dataset page's running-round panel, polled while the round runs (see _dataset_live.html)."""
     dataset = access_dataset(request.user, dataset_id)
-    context = _dataset_context(request, dataset, watched=selectors.latest_round(dataset=dataset)) | {"oob": True}
+    context = _dataset_context(request, dataset, watched=latest_round(dataset=dataset)) | {"oob": True}
     return render(request, "manage/_dataset_live.html", context)
 
 
 @require_http_methods(["GET", "POST"])
-def dataset_import(request):
-    if not selectors.can_import(request.user):
+def dataset_import_page(request):
+    if not can_import(request.user):
         raise Http404("No such page")
     form = ImportForm(request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                job = job_services.job_import_start(path=form.cleaned_data["path"], name=form.cleaned_data["name"],
-                                                    fmt=form.cleaned_data["format"], user=request.user)
+                job = job_import_start(path=form.cleaned_data["path"], name=form.cleaned_data["name"],
+                                       fmt=form.cleaned_data["format"], user=request.user)
             except ValueError as exc:
                 form.add_error(None, str(exc))
             else:
                 messages.success(request, f"Import of {job.params['name']} queued.")
                 return redirect("job-detail", job_id=job.pk)
         status = 400
-    jobs = [selectors.job_view(job=job) for job in selectors.import_jobs(user=request.user)]
+    jobs = [job_view(job=job) for job in import_jobs(user=request.user)]
     return render(request, "manage/import.html",
                   {"form": form, "data_root": settings.DATA_ROOT, "jobs": jobs}, status=status)
 
 
 @require_http_methods(["GET", "POST"])
-def dataset_members(request, dataset_id: int):
+def dataset_members_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
     if request.method == "POST":
+        removal = MemberRemoveForm(request.POST)
+        removal.is_valid()  # always: a missing or unreadable id is none
         try:
-            if request.POST.get("action") == "remove":
-                membership_id = request.POST.get("membership", "")
-                if not membership_id.isdigit():
+            if removal.removing:
+                if removal.cleaned_data["membership"] is None:
                     raise Membership.DoesNotExist
-                member_services.membership_remove(dataset=dataset, membership_id=int(membership_id), by=request.user)
+                membership_remove(dataset=dataset, membership_id=removal.cleaned_data["membership"], by=request.user)
                 messages.success(request, "Member removed.")
             else:
                 form = MemberForm(request.POST)
                 if not form.is_valid():
                     raise ValueError("give a user name and a role")
-                membership = member_services.membership_set(
+                membership = membership_set(
                     dataset=dataset, username=form.cleaned_data["username"], role=form.cleaned_data["role"],
                     by=request.user)
                 messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
@@ -193,55 +133,54 @@ def dataset_members(request, dataset_id: int):
             messages.error(request, str(exc))
         return redirect("dataset-members", dataset_id=dataset.pk)
     return render(request, "manage/members.html", {
-        "dataset": dataset, "memberships": selectors.dataset_memberships(dataset=dataset),
+        "dataset": dataset, "memberships": dataset_memberships(dataset=dataset),
         "form": MemberForm(initial={"role": Membership.Role.REVIEWER}), "roles": Membership.Role.choices,
     })
 
 
 @require_POST
-def export_start(request, dataset_id: int):
+def export_start_post(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
     form = ExportForm(request.POST)
     if not form.is_valid():
-        return _dataset_page(request, dataset, export_form=form, status=400)
-    job = job_services.job_export_start(dataset=dataset, user=request.user, fmt=form.cleaned_data["format"])
+        return _render_dataset(request, dataset, export_form=form, status=400)
+    job = job_export_start(dataset=dataset, user=request.user, fmt=form.cleaned_data["format"])
     if request.htmx:
-        return render(request, "manage/_job.html", {"view": selectors.job_view(job=job)})
+        return render(request, "manage/_job.html", {"view": job_view(job=job)})
     return redirect("job-detail", job_id=job.pk)
 
 
 # -- rounds -----------------------------------------------------------------------------------------
 
 @require_POST
-def round_start(request, dataset_id: int):
+def round_start_post(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
     form = RoundStartForm(request.POST)
     if not form.is_valid():
-        return _dataset_page(request, dataset, round_form=form, status=400)
+        return _render_dataset(request, dataset, round_form=form, status=400)
     try:
-        round_ = round_services.round_start(dataset=dataset, method=form.cleaned_data["method"],
-                                            config=form.round_config(), user=request.user,
-                                            data_root=settings.DATA_ROOT)
+        round_ = round_start(dataset=dataset, method=form.cleaned_data["method"], config=form.round_config(),
+                             user=request.user, data_root=settings.DATA_ROOT)
     except ValueError as exc:
         form.add_error(None, str(exc))
-        return _dataset_page(request, dataset, round_form=form, status=400)
-    except round_services.RoundConflict as exc:
+        return _render_dataset(request, dataset, round_form=form, status=400)
+    except RoundConflict as exc:
         messages.error(request, f"A round is already under way, so none was started: {exc}.")
-        return _dataset_page(request, dataset, round_form=form, status=409)
+        return _render_dataset(request, dataset, round_form=form, status=409)
     messages.success(request, f"Round {round_.number} queued.")
     return _redirect(request, reverse("round-detail", args=[round_.pk]))
 
 
 def _round_context(round_, *, oob: bool = False) -> dict:
-    return {"round": round_, "progress": selectors.round_progress(round_=round_), "oob": oob,
-            "charts": selectors.CHARTS, "flag_rows": selectors.round_flag_rows(round_=round_),
-            "flag_notes": selectors.round_flag_notes(round_=round_)}
+    return {"round": round_, "progress": round_progress(round_=round_), "oob": oob,
+            "charts": CHARTS, "flag_rows": round_flag_rows(round_=round_),
+            "flag_notes": round_flag_notes(round_=round_)}
 
 
 @require_GET
-def round_detail(request, round_id: int):
+def round_page(request, round_id: int):
     round_ = access_round(request.user, round_id)
-    previous, following = selectors.round_neighbours(round_=round_)
+    previous, following = round_neighbours(round_=round_)
     context = _round_context(round_) | {
         "dataset": round_.dataset, "is_admin": _is_admin(request.user, round_.dataset_id),
         "previous": previous, "following": following,
@@ -251,20 +190,20 @@ def round_detail(request, round_id: int):
 
 
 @require_GET
-def round_progress(request, round_id: int):
+def round_progress_page(request, round_id: int):
     round_ = access_round(request.user, round_id)
-    context = _round_context(round_, oob=round_.status not in round_services.ACTIVE)
+    context = _round_context(round_, oob=round_.status not in ACTIVE)
     context["is_admin"] = _is_admin(request.user, round_.dataset_id)
     return render(request, "manage/_round_progress.html", context)
 
 
 @require_POST
-def round_cancel(request, round_id: int):
+def round_cancel_post(request, round_id: int):
     round_ = access_round(request.user, round_id, admin=True)
     try:
-        round_ = round_services.round_cancel(round_id=round_.pk, user=request.user)
+        round_ = round_cancel(round_id=round_.pk, user=request.user)
         messages.success(request, f"Round {round_.number} cancelled.")
-    except round_services.RoundConflict as exc:
+    except RoundConflict as exc:
         messages.warning(request, f"Nothing to cancel: {exc}.")
         round_.refresh_from_db()
     if request.htmx:
@@ -274,11 +213,11 @@ def round_cancel(request, round_id: int):
 
 
 @require_GET
-def round_chart(request, round_id: int, chart: str):
+def round_chart_file(request, round_id: int, chart: str):
     round_ = access_round(request.user, round_id)
-    if chart not in selectors.CHARTS:
+    if chart not in CHARTS:
         raise Http404("No such chart")
-    response = HttpResponse(selectors.round_chart_svg(round_=round_, chart=chart), content_type="image/svg+xml")
+    response = HttpResponse(round_chart_svg(round_=round_, chart=chart), content_type="image/svg+xml")
     # An SVG opened on its own must not run anything.
     response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
     published = round_.status == Round.Status.PUBLISHED
@@ -289,23 +228,23 @@ def round_chart(request, round_id: int, chart: str):
 # -- jobs -------------------------------------------------------------------------------------------
 
 @require_GET
-def job_detail(request, job_id: int):
+def job_page(request, job_id: int):
     job = access_job(request.user, job_id)
     # Read only: a job whose worker went silent is shown as such here and failed by the worker
     # sweep (services.jobs.jobs_sweep), never by a GET.
-    view = selectors.job_view(job=job)
+    view = job_view(job=job)
     template = "manage/_job.html" if request.htmx else "manage/job.html"
     return render(request, template, {"view": view, "dataset": view.job.dataset})
 
 
 @require_GET
-def job_download(request, job_id: int):
+def job_download_file(request, job_id: int):
     job = access_job(request.user, job_id)
     try:
         part = int(request.GET.get("part", 0))
     except ValueError:
         raise Http404("No such file") from None
-    path = job_services.export_file(job, part)
+    path = export_file(job, part)
     if path is None:
         raise Http404("No such file")
     return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)

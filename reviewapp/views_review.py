@@ -17,17 +17,19 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_flag, access_identity
+from .forms import ClaimForm, FlagDecideForm, FlagsBulkForm, QueueForm, first_error
 from .kinds import kind_choices, kind_title
 from .models import Flag
-from .request_args import positive_int
-from .selectors import review as review_selectors
-from .selectors import team as team_selectors
-from .services import flags as flag_services
+from .selectors.review import (
+    CARD_REFERENCES, PAGE_REFERENCES, InvalidCursor, cards_for_flags, decided_card, flag_card, queue_round,
+    review_queue,
+)
+from .selectors.team import queue_holds
+from .services.flags import claim_seconds, flag_decide, flags_claim, flags_decide_bulk, flags_release
 from .services.images import image_pixel_size
 from .services.labels import LabelConflict
 
 CLAIM_SIZE = 50
-MAX_BULK = 500
 
 
 # -- links ----------------------------------------------------------------------------------------
@@ -178,14 +180,12 @@ def _kind_or_404(kind: str) -> str:
     return kind
 
 
-def _round_number(request) -> int | None:
-    raw = request.GET.get("round") or request.POST.get("round")
-    if raw in (None, ""):
-        return None
-    number = positive_int(raw, limit=2**31 - 1)
-    if number is None:
+def _round_number(params) -> int | None:
+    """The round number ?round= (or a claim form) names; None for the latest published round."""
+    form = QueueForm(params)
+    if not form.is_valid():
         raise Http404("No such round")
-    return number
+    return form.cleaned_data["round"]
 
 
 def _queue_url(dataset_id: int, kind: str, round_number: int | None = None, after: str | None = None) -> str:
@@ -220,11 +220,11 @@ def _wants_fragment(request) -> bool:
 # -- the queue ------------------------------------------------------------------------------------
 
 @require_GET
-def review_queue(request, dataset_id: int, kind: str):
+def review_queue_page(request, dataset_id: int, kind: str):
     dataset = access_dataset(request.user, dataset_id)
     kind = _kind_or_404(kind)
-    number = _round_number(request)
-    round_ = review_selectors.queue_round(dataset_id=dataset.pk, number=number)
+    number = _round_number(request.GET)
+    round_ = queue_round(dataset_id=dataset.pk, number=number)
     if number is not None and round_ is None:
         raise Http404("No such round")
     page = holds = None
@@ -232,12 +232,11 @@ def review_queue(request, dataset_id: int, kind: str):
         # The whole page shows who holds flags here; its count of the reviewer's own spares the
         # selector looking for them. A "Load more" fragment shows no holds.
         if not _wants_fragment(request):
-            holds = team_selectors.queue_holds(round_id=round_.pk, kind=kind, user=request.user)
+            holds = queue_holds(round_id=round_.pk, kind=kind, user=request.user)
         try:
-            page = review_selectors.review_queue(round_=round_, kind=kind, user=request.user,
-                                                 after=request.GET.get("after"),
-                                                 own_held=holds.own_count if holds else None)
-        except review_selectors.InvalidCursor as error:
+            page = review_queue(round_=round_, kind=kind, user=request.user, after=request.GET.get("after"),
+                                own_held=holds.own_count if holds else None)
+        except InvalidCursor as error:
             return HttpResponseBadRequest(str(error))
     context = {
         "dataset": dataset, "dataset_id": dataset.pk, "kind": kind, "kind_title": kind_title(kind),
@@ -280,20 +279,23 @@ def _page_identities(page) -> list:
 
 
 @require_POST
-def review_claim(request, dataset_id: int, kind: str):
+def review_claim_post(request, dataset_id: int, kind: str):
     """Take a batch of the queue (or give it back with action=release), then show the queue."""
     dataset = access_dataset(request.user, dataset_id)
     kind = _kind_or_404(kind)
-    round_ = review_selectors.queue_round(dataset_id=dataset.pk, number=_round_number(request))
+    number = _round_number(request.GET) or _round_number(request.POST)
+    round_ = queue_round(dataset_id=dataset.pk, number=number)
     if round_ is None:
         raise Http404("No such round")
-    if request.POST.get("action") == "release":
-        count = flag_services.flags_release(round_id=round_.pk, kind=kind, user=request.user)
+    form = ClaimForm(request.POST)
+    form.is_valid()  # always: an unreadable size is the default one
+    if form.releasing:
+        count = flags_release(round_id=round_.pk, kind=kind, user=request.user)
         messages.info(request, f"Released {count} flags.")
     else:
-        size = positive_int(request.POST.get("size")) or CLAIM_SIZE
-        count = flag_services.flags_claim(round_id=round_.pk, kind=kind, user=request.user, size=size)
-        minutes = round(flag_services.claim_seconds() / 60)
+        size = form.cleaned_data["size"] or CLAIM_SIZE
+        count = flags_claim(round_id=round_.pk, kind=kind, user=request.user, size=size)
+        minutes = round(claim_seconds() / 60)
         messages.success(request, f"You hold {count} flags for {minutes} minutes." if count
                          else "Nothing left to take: every open flag is held by someone.")
     return redirect(_queue_url(dataset.pk, kind, round_.number))
@@ -302,13 +304,13 @@ def review_claim(request, dataset_id: int, kind: str):
 # -- one flag -------------------------------------------------------------------------------------
 
 @require_GET
-def flag_card(request, flag_id: int):
+def flag_card_page(request, flag_id: int):
     flag = access_flag(request.user, flag_id)
     dataset = access_dataset(request.user, flag.round.dataset_id)
     # ?size=card: the queue's small card (a card reloading itself after an undo).
     large = not (_wants_fragment(request) and request.GET.get("size") == "card")
-    references = review_selectors.PAGE_REFERENCES if large else review_selectors.CARD_REFERENCES
-    card = review_selectors.flag_card(flag_id=flag.pk, dataset_id=dataset.pk, kind=flag.kind, references=references)
+    references = PAGE_REFERENCES if large else CARD_REFERENCES
+    card = flag_card(flag_id=flag.pk, dataset_id=dataset.pk, kind=flag.kind, references=references)
     # Pixel sizes on the flag page only: reading image headers on every queue card would cost
     # a file open per card.
     pixels = {face.pk: image_pixel_size(face=face) for face in card.faces_shown} if large else None
@@ -322,23 +324,20 @@ def flag_card(request, flag_id: int):
 
 
 @require_POST
-def flag_decide(request, flag_id: int):
+def flag_decide_post(request, flag_id: int):
     flag = access_flag(request.user, flag_id)
     dataset_id = flag.round.dataset_id
-    action = request.POST.get("action", "")
-    # A near-duplicate card's "Remove the copy under X" buttons name the copy to take out.
-    remove_face = positive_int(request.POST.get("remove_face"))
-    if remove_face is not None:
-        action = "remove"
-    if action not in flag_services.ACTIONS:
-        return HttpResponseBadRequest("Unknown action")
-    identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset_id)
-    survivor = _same_dataset_identity(request, positive_int(request.POST.get("survivor_id")), dataset_id)
+    form = FlagDecideForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(first_error(form))
+    data = form.cleaned_data
+    identity = _same_dataset_identity(request, data["identity_id"], dataset_id)
+    survivor = _same_dataset_identity(request, data["survivor_id"], dataset_id)
     notice, level, decision = None, messages.SUCCESS, None
     try:
-        decision = flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
-                                  identity_id=identity.pk if identity else None,
-                                  survivor_id=survivor.pk if survivor else None, remove_face_id=remove_face)
+        decision = flag_decide(flag_id=flag.pk, action=data["action"], user=request.user,
+                               identity_id=identity.pk if identity else None,
+                               survivor_id=survivor.pk if survivor else None, remove_face_id=data["remove_face"])
     except LabelConflict as conflict:
         notice, level = str(conflict), messages.WARNING
     except ValueError as error:
@@ -346,16 +345,15 @@ def flag_decide(request, flag_id: int):
     if not _wants_fragment(request):
         messages.add_message(request, level, notice or "Decision saved.")
         return _back(request, reverse("flag-card", args=[flag.pk]))
-    large = request.POST.get("large") == "1"
+    large = data["large"]
     if decision is not None:
         # Decided here: only the card's head and foot change, the rest stays on the page.
-        card = review_selectors.decided_card(flag=flag, decision=decision)
+        card = decided_card(flag=flag, decision=decision)
         card.links = _decided_links(card)
     else:
         # Refused or beaten to it: the card as it stands now, whatever changed.
-        references = review_selectors.PAGE_REFERENCES if large else review_selectors.CARD_REFERENCES
-        card = review_selectors.flag_card(flag_id=flag.pk, dataset_id=dataset_id, references=references,
-                                          kind=flag.kind)
+        references = PAGE_REFERENCES if large else CARD_REFERENCES
+        card = flag_card(flag_id=flag.pk, dataset_id=dataset_id, references=references, kind=flag.kind)
         _linked([card], dataset_id, large=large)
     return render(request, "review/_decided.html", {
         "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None,
@@ -375,21 +373,20 @@ def _level_tag(level: int) -> str:
 # -- many flags -----------------------------------------------------------------------------------
 
 @require_POST
-def flags_bulk(request, dataset_id: int):
+def flags_bulk_post(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id)
-    action = request.POST.get("action", "")
-    if action not in flag_services.ACTIONS:
-        return HttpResponseBadRequest("Unknown action")
-    ids = [i for i in (positive_int(v) for v in request.POST.getlist("ids")) if i is not None][:MAX_BULK]
-    identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset.pk)
+    form = FlagsBulkForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(first_error(form))
+    ids = form.cleaned_data["ids"]
+    identity = _same_dataset_identity(request, form.cleaned_data["identity_id"], dataset.pk)
     result, notices = None, []
     if not ids:
         notices.append(("warning", "Select some cards first."))
     else:
         try:
-            result = flag_services.flags_decide_bulk(flag_ids=ids, action=action, user=request.user,
-                                                     identity_id=identity.pk if identity else None,
-                                                     dataset_id=dataset.pk)
+            result = flags_decide_bulk(flag_ids=ids, action=form.cleaned_data["action"], user=request.user,
+                                       identity_id=identity.pk if identity else None, dataset_id=dataset.pk)
         except ValueError as error:
             notices.append(("error", str(error)))
     if result is not None:
@@ -399,9 +396,8 @@ def flags_bulk(request, dataset_id: int):
         for tag, text in notices:
             messages.add_message(request, {v: k for k, v in messages.DEFAULT_TAGS.items()}[tag], text)
         return _back(request, reverse("dataset-detail", args=[dataset.pk]))
-    kind = request.POST.get("kind") if request.POST.get("kind") in Flag.Kind.values else None
-    cards = review_selectors.cards_for_flags(flag_ids=ids, dataset_id=dataset.pk, with_decision=True,
-                                             kind=kind) if result else []
+    cards = cards_for_flags(flag_ids=ids, dataset_id=dataset.pk, with_decision=True,
+                            kind=form.cleaned_data["kind"]) if result else []
     return render(request, "review/_bulk_result.html", {
         "cards": _linked(cards, dataset.pk), "dataset_id": dataset.pk, "notices": notices, "result": result,
     })

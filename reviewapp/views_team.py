@@ -13,22 +13,21 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import views_review
 from .access import access_dataset, dataset_role
-from .models import Dataset, Membership
-from .request_args import positive_int
-from .selectors import team as team_selectors
-from .services import claims as claim_services
-from .services import double_review
-from .services.flags import ACTIONS
+from .forms import ClaimsModeForm, FlagDecideForm, ResolveForm, ShareForm, first_error
+from .models import Membership
+from .selectors.team import (
+    blind_cards, dataset_holds, disagreements, double_review_counts, second_look, second_look_queue, team_panel,
+    throughput,
+)
+from .services.claims import dataset_claims_set
+from .services.double_review import (
+    MAX_SHARE, NotYourSecondLook, dataset_double_review_set, second_review_answer, second_review_resolve,
+)
 from .services.labels import LabelConflict
 
 
 def _is_admin(user, dataset_id: int) -> bool:
     return dataset_role(user, dataset_id) == Membership.Role.ADMIN
-
-
-def _back(request, dataset: Dataset):
-    name = "dataset-detail" if request.POST.get("back") == "dataset" else "team-page"
-    return redirect(name, dataset_id=dataset.pk)
 
 
 # -- the team page and the settings ---------------------------------------------------------------
@@ -38,41 +37,34 @@ def team_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id)
     return render(request, "team/team.html", {
         "dataset": dataset, "is_admin": _is_admin(request.user, dataset.pk),
-        "team": team_selectors.team_panel(dataset=dataset, user=request.user),
-        "holds": team_selectors.dataset_holds(dataset_id=dataset.pk, user=request.user),
-        "throughput": team_selectors.throughput(dataset_id=dataset.pk),
+        "team": team_panel(dataset=dataset, user=request.user),
+        "holds": dataset_holds(dataset_id=dataset.pk, user=request.user),
+        "throughput": throughput(dataset_id=dataset.pk),
     })
 
 
 @require_POST
-def team_claims(request, dataset_id: int):
+def team_claims_post(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
+    form = ClaimsModeForm(request.POST)
+    form.is_valid()  # always: the service judges the mode
     try:
-        claim_services.dataset_claims_set(dataset=dataset, mode=request.POST.get("claims", ""), by=request.user)
+        dataset_claims_set(dataset=dataset, mode=form.cleaned_data["claims"], by=request.user)
     except ValueError as error:
         messages.error(request, f"Claims not changed: {error}.")
     else:
         messages.success(request, f"Claims are {dataset.claims} now.")
-    return _back(request, dataset)
-
-
-def _share(raw: str) -> float:
-    """A percentage from the form (0 to 50) as a share; ValueError for anything else."""
-    try:
-        percent = float(raw.strip().rstrip("%"))
-    except (AttributeError, ValueError):
-        raise ValueError("give the share as a number of percent, 0 to 50") from None
-    if not 0 <= percent <= 100 * double_review.MAX_SHARE:
-        raise ValueError("the share must be between 0 and 50 %")
-    return round(percent / 100, 4)
+    return redirect(form.back_url_name, dataset_id=dataset.pk)
 
 
 @require_POST
-def team_share(request, dataset_id: int):
+def team_share_post(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
+    form = ShareForm(request.POST, max_share=MAX_SHARE)
     try:
-        sampled = double_review.dataset_double_review_set(dataset=dataset, share=_share(request.POST.get("share")),
-                                                          by=request.user)
+        if not form.is_valid():
+            raise ValueError(first_error(form))
+        sampled = dataset_double_review_set(dataset=dataset, share=form.cleaned_data["share"], by=request.user)
     except ValueError as error:
         messages.error(request, f"Double review not changed: {error}.")
     else:
@@ -81,7 +73,7 @@ def team_share(request, dataset_id: int):
                          if dataset.double_review_share else "Double review is off.")
         if sampled:
             messages.info(request, f"{sampled} flags decided before were sampled for a second look.")
-    return _back(request, dataset)
+    return redirect(form.back_url_name, dataset_id=dataset.pk)
 
 
 # -- the second-look queue ------------------------------------------------------------------------
@@ -100,31 +92,28 @@ def _looks(looks, dataset_id: int):
 @require_GET
 def second_look_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id)
-    looks = team_selectors.second_look_queue(dataset_id=dataset.pk, user=request.user)
+    looks = second_look_queue(dataset_id=dataset.pk, user=request.user)
     return render(request, "team/second_look.html", {
         "dataset": dataset, "dataset_id": dataset.pk, "looks": _looks(looks, dataset.pk),
-        "counts": team_selectors.double_review_counts(dataset_id=dataset.pk, user=request.user),
+        "counts": double_review_counts(dataset_id=dataset.pk, user=request.user),
     })
 
 
 @require_POST
-def second_look_answer(request, dataset_id: int, review_id: int):
+def second_look_answer_post(request, dataset_id: int, review_id: int):
     dataset = access_dataset(request.user, dataset_id)
-    review = team_selectors.second_look(dataset_id=dataset.pk, review_id=review_id)
+    review = second_look(dataset_id=dataset.pk, review_id=review_id)
     if review is None:
         raise Http404("No such second look")
-    action = request.POST.get("action", "")
-    remove_face = positive_int(request.POST.get("remove_face"))
-    if remove_face is not None:
-        action = "remove"
-    if action not in ACTIONS:
-        return HttpResponseBadRequest("Unknown action")
+    form = FlagDecideForm(request.POST)  # the card's buttons post what they post on a flag
+    if not form.is_valid():
+        return HttpResponseBadRequest(first_error(form))
+    data = form.cleaned_data
     notice, level = "Answer recorded.", messages.SUCCESS
     try:
-        double_review.second_review_answer(review_id=review.pk, user=request.user, action=action,
-                                           identity_id=positive_int(request.POST.get("identity_id")),
-                                           remove_face_id=remove_face)
-    except double_review.NotYourSecondLook as refused:
+        second_review_answer(review_id=review.pk, user=request.user, action=data["action"],
+                             identity_id=data["identity_id"], remove_face_id=data["remove_face"])
+    except NotYourSecondLook as refused:
         return HttpResponseForbidden(str(refused))
     except LabelConflict as conflict:
         notice, level = str(conflict), messages.WARNING
@@ -138,29 +127,31 @@ def second_look_answer(request, dataset_id: int, review_id: int):
                "review": review}
     if level == messages.ERROR:  # the answer was not taken: the same card again, still open
         review.refresh_from_db()
-        context["look"] = _looks(team_selectors.blind_cards([review], dataset_id=dataset.pk), dataset.pk)[0]
+        context["look"] = _looks(blind_cards([review], dataset_id=dataset.pk), dataset.pk)[0]
     return render(request, "team/_answered.html", context)
 
 
 # -- disagreements --------------------------------------------------------------------------------
 
 @require_GET
-def disagreement_list(request, dataset_id: int):
+def disagreement_list_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
     return render(request, "team/disagreements.html", {
-        "dataset": dataset, "items": team_selectors.disagreements(dataset_id=dataset.pk),
+        "dataset": dataset, "items": disagreements(dataset_id=dataset.pk),
     })
 
 
 @require_POST
-def disagreement_resolve(request, dataset_id: int, review_id: int):
+def disagreement_resolve_post(request, dataset_id: int, review_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
-    review = team_selectors.second_look(dataset_id=dataset.pk, review_id=review_id)
+    review = second_look(dataset_id=dataset.pk, review_id=review_id)
     if review is None:
         raise Http404("No such second look")
-    keep = request.POST.get("keep", "")
+    form = ResolveForm(request.POST)
+    form.is_valid()  # always: the service judges which to keep
+    keep = form.cleaned_data["keep"]
     try:
-        double_review.second_review_resolve(review_id=review.pk, user=request.user, keep=keep)
+        second_review_resolve(review_id=review.pk, user=request.user, keep=keep)
     except LabelConflict as conflict:
         messages.warning(request, str(conflict))
     except ValueError as error:
@@ -171,5 +162,5 @@ def disagreement_resolve(request, dataset_id: int, review_id: int):
     return redirect("disagreements", dataset_id=dataset.pk)
 
 
-__all__ = ["disagreement_list", "disagreement_resolve", "second_look_answer", "second_look_page", "team_claims",
-           "team_page", "team_share"]
+__all__ = ["disagreement_list_page", "disagreement_resolve_post", "second_look_answer_post", "second_look_page",
+           "team_claims_post", "team_page", "team_share_post"]

@@ -1,6 +1,6 @@
-"""Query-string filters of the API's lists (django-filter). Ids are plain numbers: a filter
-never looks an object up, so it cannot tell whether an id of another dataset exists; the
-list is already limited to the user's datasets (queries.py)."""
+"""Query-string filters of the API's lists (django-filter), and the history page's (HistoryFilter).
+Ids are plain numbers: a filter never looks an object up, so it cannot tell whether an id of
+another dataset exists; the list is already limited to the user's datasets (queries.py)."""
 import django_filters as filters
 from django import forms
 from django.db.models import Q
@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from ..models import Decision, Face, Flag, Identity, Job, Round
+from ..request_args import BIGINT_MAX
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -67,6 +68,35 @@ class DecisionFilter(filters.FilterSet):
     class Meta:
         model = Decision
         fields = ["dataset", "round", "flag", "face", "identity", "user", "action"]
+
+
+class HistoryFilter(DecisionFilter):
+    """The history page's filters (its form, and the links that page on): the API's decision
+    filters by reviewer and action, the round by its number as the page names rounds, and a
+    batch. The page ignores a value it cannot read, where the API answers 400: a filter that is
+    not valid is left out of `filter_queryset` and reads as not chosen."""
+
+    user = IdFilter(field_name="user_id", min_value=1, max_value=BIGINT_MAX)
+    round = IdFilter(field_name="round__number", min_value=1, max_value=BIGINT_MAX)
+    batch = filters.UUIDFilter()
+    dataset = flag = face = identity = None  # one dataset's page: the view picks its decisions
+
+    class Meta(DecisionFilter.Meta):
+        fields = ["user", "round", "action", "batch"]
+
+    def __getitem__(self, name: str):
+        """A filter's chosen value (None or "" when none): what the template shows selected."""
+        if name not in self.filters:
+            raise KeyError(name)
+        self.errors  # noqa: B018 (validates the form once, as django-filter's qs does)
+        value = self.form.cleaned_data.get(name)
+        if name in ("action", "batch"):
+            return str(value) if value else ""
+        return value
+
+    def as_query(self) -> dict:
+        """The chosen filters as query parameters, for the links that keep them."""
+        return {name: self[name] for name in self._meta.fields if self[name]}
 
 
 class RoundFilter(filters.FilterSet):

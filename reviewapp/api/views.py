@@ -280,7 +280,7 @@ class RoundViewSet(mixins.CreateModelMixin, ReadOnlyApiViewSet):
 
 def _access_job(user, job_id: int) -> Job:
     """access.access_job (admins), except that reviewers' work (bulk decisions, batch undos) is
-    every member's to see, as the job page shows it (views_bulk.bulk_job)."""
+    every member's to see, as the job page shows it (views_bulk.bulk_job_page)."""
     kind, dataset_id = Job.objects.filter(pk=job_id).values_list("kind", "dataset_id").first() or (None, None)
     if kind in REVIEW_KINDS and dataset_id is not None:
         access.access_dataset(user, dataset_id)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django_filters import FilterSet
 
 from ..evidence import summary as evidence_summary
 from ..kinds import KIND_ORDER, kind_title
@@ -381,18 +382,6 @@ def nearest_identities(*, dataset_id: int, face: Face | None = None, identity: I
 
 # -- history ---------------------------------------------------------------------------------------
 
-@dataclass
-class HistoryFilters:
-    user: int | None = None
-    round: int | None = None     # the round's number
-    action: str = ""
-    batch: str = ""              # a Decision.batch uuid, as text
-
-    def as_query(self) -> dict:
-        return {k: v for k, v in (("user", self.user), ("round", self.round), ("action", self.action),
-                                  ("batch", self.batch)) if v}
-
-
 def _evidence_summary(evidence: dict) -> str:
     # The review cards' wording (reviewapp.evidence), first sentence and main numbers.
     return evidence_summary(evidence)
@@ -412,20 +401,14 @@ class HistoryRow:
     batch_size: int = 0           # decisions in its batch (the undo rows of a batch undo not counted)
 
 
-def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None = None,
+def history_page(*, dataset_id: int, filters: FilterSet, before: int | None = None,
                  limit: int = HISTORY_PAGE, user=None) -> tuple[list[HistoryRow], int | None]:
-    """Decisions newest first (decision_dataset index), before the id `before`, filtered; each
-    row says whether `user` can undo it now, and the first row of each batch whether `user`
-    can still undo some of the batch (a few queries for the page, however deep)."""
-    rows = Decision.objects.filter(dataset_id=dataset_id)
-    if filters.user:
-        rows = rows.filter(user_id=filters.user)
-    if filters.round:
-        rows = rows.filter(round__dataset_id=dataset_id, round__number=filters.round)
-    if filters.action:
-        rows = rows.filter(action=filters.action)
-    if filters.batch:
-        rows = rows.filter(batch=filters.batch)
+    """Decisions newest first (decision_dataset index), before the id `before`, filtered by
+    `filters` (the page's, api.filters.HistoryFilter); each row says whether `user` can undo it
+    now, and the first row of each batch whether `user` can still undo some of the batch (a few
+    queries for the page, however deep)."""
+    filters.is_valid()  # an unreadable filter is left out, not refused
+    rows = filters.filter_queryset(Decision.objects.filter(dataset_id=dataset_id))
     if before is not None:
         rows = rows.filter(pk__lt=before)
     decisions = list(rows.select_related("round", "identity", "face").order_by("-pk")[:limit + 1])
@@ -542,14 +525,14 @@ def batch_summary(*, dataset_id: int, batch: str, user) -> dict:
             "undoable": bool(batches_undoable(dataset_id=dataset_id, batches={uuid.UUID(batch)}, user=user))}
 
 
-def history_view(*, dataset, user, filters: HistoryFilters, before: int | None = None,
+def history_view(*, dataset, user, filters: FilterSet, before: int | None = None,
                  with_choices: bool = False) -> dict:
     """The history's context: a page of rows (each saying whether the user can undo it now),
     with a batch filter the batch's own line, and with `with_choices` the filter form's options."""
     rows, next_before = history_page(dataset_id=dataset.pk, filters=filters, before=before, user=user)
     view = {"dataset": dataset, "rows": rows, "next_before": next_before, "filters": filters}
-    if filters.batch and before is None:
-        view["batch"] = batch_summary(dataset_id=dataset.pk, batch=filters.batch, user=user)
+    if filters["batch"] and before is None:
+        view["batch"] = batch_summary(dataset_id=dataset.pk, batch=filters["batch"], user=user)
     if with_choices:
         view["choices"] = history_filter_choices(dataset_id=dataset.pk)
     return view

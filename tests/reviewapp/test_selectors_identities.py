@@ -3,6 +3,7 @@ round's embeddings, and the history with its filters."""
 import numpy as np
 import pytest
 
+from reviewapp.api.filters import HistoryFilter
 from reviewapp.models import Decision, Flag, Round
 from reviewapp.selectors import identities as sel
 from reviewapp.services import labels
@@ -180,7 +181,7 @@ def test_history_pages_and_filters(db, user, django_user_model):
         labels.face_remove(face_id=face.pk, user=other)
     last = labels.face_remove(face_id=faces[4].pk, user=user)
     decision_undo(decision_id=last.pk, user=user)
-    everything = sel.HistoryFilters()
+    everything = HistoryFilter({})
     page1, before = sel.history_page(dataset_id=identity.dataset_id, filters=everything, limit=4)
     page2, before2 = sel.history_page(dataset_id=identity.dataset_id, filters=everything, before=before, limit=4)
     ids = [r.decision.pk for r in page1 + page2]
@@ -189,10 +190,10 @@ def test_history_pages_and_filters(db, user, django_user_model):
     assert actions[:3] == ["undo", "restore", "remove"]
     assert page1[2].undone and page1[1].reversal_of_undo
 
-    mine, _ = sel.history_page(dataset_id=identity.dataset_id, filters=sel.HistoryFilters(user=other.pk))
+    mine, _ = sel.history_page(dataset_id=identity.dataset_id, filters=HistoryFilter({"user": other.pk}))
     assert {r.decision.actor for r in mine} == {"other"} and len(mine) == 3
-    in_round, _ = sel.history_page(dataset_id=identity.dataset_id, filters=sel.HistoryFilters(round=4))
+    in_round, _ = sel.history_page(dataset_id=identity.dataset_id, filters=HistoryFilter({"round": 4}))
     assert [r.decision.flag_id for r in in_round] == [flag.pk]
     assert "θy 81.0°" in in_round[0].evidence_summary
-    undos, _ = sel.history_page(dataset_id=identity.dataset_id, filters=sel.HistoryFilters(action="undo"))
+    undos, _ = sel.history_page(dataset_id=identity.dataset_id, filters=HistoryFilter({"action": "undo"}))
     assert [r.decision.action for r in undos] == [Decision.Action.UNDO]
