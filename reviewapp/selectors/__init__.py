@@ -48,7 +48,6 @@ def dataset_list(*, user):
         d.published_round = published.get(d.pk)
         d.running_round = running.get(d.pk)
         d.open_flags = open_flags.get(d.pk, [])
-        d.open_total = sum(n for _, _, n in d.open_flags)
         d.held = held.get(d.pk, [])
     return datasets
 
