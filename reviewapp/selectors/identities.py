@@ -22,7 +22,8 @@ from django_filters import FilterSet
 
 from ..evidence import summary as evidence_summary
 from ..kinds import KIND_ORDER, kind_title
-from ..models import Decision, Face, Flag, Identity, Membership, Round
+from ..access import may_see
+from ..models import Decision, Face, Flag, Identity, Round
 from .undo import UNDOABLE, undo_blockers, undo_links
 
 log = logging.getLogger("reviewapp.identities")
@@ -468,7 +469,7 @@ def batches_undoable(*, dataset_id: int, batches: set, user, sample: int = 500) 
 def history_filter_choices(*, dataset_id: int) -> dict:
     """The reviewers (members and staff who decided here), round numbers and actions."""
     users = get_user_model().objects.filter(
-        Q(pk__in=Membership.objects.filter(dataset_id=dataset_id).values("user_id")) | Q(is_staff=True)
+        may_see(dataset_id)
     ).order_by("username").only("pk", "username")[:500]
     rounds = list(Round.objects.filter(dataset_id=dataset_id).order_by("-number").values_list("number", flat=True))
     return {"users": list(users), "rounds": rounds, "actions": Decision.Action.choices}

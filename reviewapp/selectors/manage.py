@@ -14,6 +14,7 @@ from django.db.models import Count, F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from ..access import administers_any
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
 from ..kinds import KIND_ORDER, kind_title
 from ..services.jobs import REVIEW_KINDS, heartbeat_age, stale_seconds
@@ -158,8 +159,7 @@ def import_jobs(*, user, limit: int = 10) -> list[Job]:
 
 def can_import(user) -> bool:
     """Staff, or an admin of some dataset, may import a new dataset from the data root."""
-    return bool(user.is_authenticated and (
-        user.is_staff or Membership.objects.filter(user=user, role=Membership.Role.ADMIN).exists()))
+    return administers_any(user)
 
 
 def dataset_memberships(*, dataset: Dataset) -> list[Membership]:
