@@ -18,7 +18,7 @@ from ..access import administers_any
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
 from ..kinds import KIND_ORDER, kind_title
 from ..services.jobs import REVIEW_KINDS, heartbeat_age, stale_seconds
-from ..services.round_data import _surviving_identity
+from .active_faces import merge_survivors
 from ..services.rounds import ACTIVE
 
 STATS_CACHE_SECONDS = 600
@@ -117,7 +117,7 @@ def _relabelled_from_merged(dataset_id: int) -> int:
     """Active faces whose original identity was merged away and that now sit under another
     identity than its survivor: relabelled by a reviewer (before or after the merge), not moved
     by it. Merged identities are few, so this groups few faces."""
-    survivor = _surviving_identity(dataset_id)
+    survivor = merge_survivors(dataset_id=dataset_id)
     if not survivor:
         return 0
     rows = (Face.objects.filter(dataset_id=dataset_id, status=Face.Status.ACTIVE,

@@ -18,7 +18,8 @@ Audit CSV: one row per Decision in id order (DECISION_COLUMNS), JSON cells with 
 Names, actors and paths are untrusted: a text cell starting with = + - @, tab or carriage
 return gets a leading apostrophe, so that a spreadsheet shows it instead of running it.
 
-Both engines run the same SQL (recursive merge chains, dense_rank labels). Postgres
+Both engines run the same SQL (selectors.active_faces: recursive merge chains, dense_rank
+labels, the query training reads its classes from too). Postgres
 streams it with COPY ... TO STDOUT; other engines (SQLite) fetch it in chunks and escape
 here. Every file is written under a temporary name in the target folder and renamed into
 place at the end, so a crash never leaves half a file under the final name.
@@ -28,8 +29,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import secrets
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -39,9 +38,11 @@ from django.db import connection, transaction
 from django.http import Http404
 from PIL import Image
 
+from ml.io.atomic import atomic_path
 from ml.io.recordio import RecordWriter, pack_image
 
-from ..models import Dataset, Decision, Face, Identity, Source
+from ..models import Dataset, Decision, Face, Source
+from ..selectors.active_faces import MergeCycle, active_faces_count, active_faces_query
 from .images import face_bytes
 
 FETCH_ROWS = 5000
@@ -81,76 +82,17 @@ def escape_field(text: str) -> str:
 
 # ---- the query -------------------------------------------------------------------------------
 
-def _tables() -> dict[str, str]:
-    quote = connection.ops.quote_name
-    return {"face": quote(Face._meta.db_table), "identity": quote(Identity._meta.db_table),
-            "source": quote(Source._meta.db_table)}
-
-
-# Every identity of the dataset with the survivor at the end of its merge chain. Faces of
-# an identity in a merge cycle (never made by the label services) join no root; _stats
-# refuses them rather than dropping them silently.
-_CHAIN = """
-WITH RECURSIVE chain (id, root) AS (
-    SELECT id, id FROM {identity} WHERE dataset_id = %s AND merged_into_id IS NULL
-    UNION ALL
-    SELECT i.id, chain.root FROM {identity} i JOIN chain ON i.merged_into_id = chain.id
-)
-"""
-_LABELS = """,
-labels (root, label) AS (
-    SELECT root, dense_rank() OVER (ORDER BY root) - 1 FROM (
-        SELECT DISTINCT chain.root FROM {face} f JOIN chain ON chain.id = f.identity_id
-        WHERE f.dataset_id = %s AND f.status = %s
-    ) used
-),
-labelled (id, label, name) AS {materialized} (
-    SELECT chain.id, labels.label, r.name
-    FROM chain JOIN labels ON labels.root = chain.root JOIN {identity} r ON r.id = chain.root
-)
-"""
-# `labelled` maps every identity id straight to its label and survivor's name, so the
-# face query has one key join. MATERIALIZED keeps SQLite from inlining it into a plan
-# that rescans the chain for every face (measured on the label-ordered RecordIO query,
-# 4,324 faces: 6 s without, 0.01 s with).
-_FROM = """
-FROM {face} f
-JOIN labelled m ON m.id = f.identity_id
-JOIN {source} s ON s.id = f.source_id
-WHERE f.dataset_id = %s AND f.status = %s
-"""
-_STATS = """
-SELECT count(*), count(chain.root), count(DISTINCT chain.root)
-FROM {face} f LEFT JOIN chain ON chain.id = f.identity_id
-WHERE f.dataset_id = %s AND f.status = %s
-"""
-
-
-def _materialized() -> str:
-    # PostgreSQL 12+ and SQLite 3.35+ know the keyword; older SQLite gets the same rows.
-    if connection.vendor == "sqlite" and connection.Database.sqlite_version_info < (3, 35):
-        return ""
-    return "MATERIALIZED"
-
-
 def _query(dataset_id: int, columns: str, order: str) -> tuple[str, list]:
     """Active faces as f (with s, their source, and m: label, name) to select from."""
-    sql = (_CHAIN + _LABELS + "SELECT " + columns + _FROM + "ORDER BY " + order).format(
-        materialized=_materialized(), **_tables()
-    )
-    active = Face.Status.ACTIVE.value
-    return sql, [dataset_id, dataset_id, active, dataset_id, active]
+    return active_faces_query(dataset_id=dataset_id, columns=columns, order=order)
 
 
 def _stats(dataset_id: int) -> tuple[int, int]:
     """(active faces, identities they resolve to)."""
-    with connection.cursor() as cursor:
-        cursor.execute((_CHAIN + _STATS).format(**_tables()),
-                       [dataset_id, dataset_id, Face.Status.ACTIVE.value])
-        faces, resolved, identities = cursor.fetchone()
-    if resolved != faces:
-        raise ExportError(f"{faces - resolved} active faces belong to identities in a merge cycle")
-    return faces, identities
+    try:
+        return active_faces_count(dataset_id=dataset_id)
+    except MergeCycle as exc:
+        raise ExportError(str(exc)) from None
 
 
 def _path_column(dataset_id: int) -> str:
@@ -181,26 +123,6 @@ def _snapshot():
                 cursor.execute("SET LOCAL jit = off")
                 cursor.execute("SET LOCAL work_mem = '64MB'")
         yield
-
-
-# ---- files -----------------------------------------------------------------------------------
-
-@contextmanager
-def _atomic_path(final: Path):
-    """A temporary path next to `final`, renamed onto it when the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
-    try:
-        yield partial
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data is on disk before the name points at it
-        finally:
-            os.close(fd)
-        os.replace(partial, final)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 # ---- list export -----------------------------------------------------------------------------
@@ -282,7 +204,7 @@ def dataset_export(*, dataset: Dataset, out, fmt: str = "list") -> ExportSummary
     with _snapshot():
         faces, identities = _stats(dataset.pk)
         if fmt == "list":
-            with _atomic_path(out) as partial:
+            with atomic_path(out) as partial:
                 if _write_list(dataset.pk, partial) != faces:
                     raise ExportError("the dataset changed while it was being exported")
             paths = (str(out),)
@@ -290,7 +212,7 @@ def dataset_export(*, dataset: Dataset, out, fmt: str = "list") -> ExportSummary
             idx, prop = out.with_suffix(".idx"), out.with_name("property")
             with ExitStack() as stack:
                 rec_part, idx_part, prop_part = (
-                    stack.enter_context(_atomic_path(p)) for p in (out, idx, prop)
+                    stack.enter_context(atomic_path(p)) for p in (out, idx, prop)
                 )
                 _write_recordio(dataset.pk, rec_part, idx_part, prop_part, faces, identities)
             paths = (str(out), str(idx), str(prop))
@@ -325,7 +247,7 @@ def decisions_export(*, dataset: Dataset, out) -> int:
     decisions = (Decision.objects.filter(dataset=dataset).order_by("id")
                  .select_related("round", "flag", "face", "identity"))
     count = 0
-    with _atomic_path(Path(out)) as partial:
+    with atomic_path(Path(out)) as partial:
         with open(partial, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(DECISION_COLUMNS)

@@ -97,7 +97,7 @@ def export_file(job: Job, part: int = 0) -> Path | None:
 # -- starting ---------------------------------------------------------------------------------------
 
 def part_idle_seconds() -> float:
-    """How long a temporary export file (exports._atomic_path's ".<name>.<pid>-<hex>.part") may
+    """How long a temporary export file (ml.io.atomic's ".<name>.<pid>-<hex>.part") may
     go unwritten before the sweep removes it. An hour by default, which is safe because a live
     export writes its file as the rows stream in: the longest pause is the query before the first
     row (seconds on a million faces, see exports._snapshot). And were a live writer's file

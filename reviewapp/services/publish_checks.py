@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from ..models import Decision, Face, Flag, Round
-from .round_data import _surviving_identity
+from ..selectors.active_faces import merge_survivors
 
 DROP_REASONS = ("face_removed", "already_true", "changed_during_round", "merged")
 _CHUNK = 10_000  # ids per IN (...): SQLite's variable limit, and short statements on Postgres
@@ -89,7 +89,7 @@ def _decided_since(dataset_id: int, since: datetime, face_ids: set[int]) -> set[
 def flags_as_of_now(*, round_: Round, flags: list[Flag], snapshot_identity: dict[int, int]) -> Checked:
     """The flags still worth asking, with merged-away identities replaced by their survivors, and
     how many were dropped for each of DROP_REASONS (see the module docstring)."""
-    merged = _surviving_identity(round_.dataset_id)
+    merged = merge_survivors(dataset_id=round_.dataset_id)
 
     def root(identity_id: int | None) -> int | None:
         return None if identity_id is None else merged.get(identity_id, identity_id)
@@ -146,7 +146,7 @@ def flags_supersede(*, round_: Round, flags: list[Flag]) -> dict[str, int]:
     per kind. Called inside the publish transaction; the rows are locked in id order (as bulk
     decisions lock them) and only those still open are changed, so a reviewer's decision that
     commits first wins and is never overwritten."""
-    merged = _surviving_identity(round_.dataset_id)
+    merged = merge_survivors(dataset_id=round_.dataset_id)
 
     def root(identity_id):
         return merged.get(identity_id, identity_id)

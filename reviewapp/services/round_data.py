@@ -1,10 +1,10 @@
 """What a cleaning round trains on, and with which configuration.
 
-The training set is the dataset as it stands: active faces only, each under its current
-identity (Face.identity already carries relabels and merges; merge chains are resolved
-anyway). Dataset index i is the i-th active face in face-id order, the same order the
-"embeddings" method expects its rows in. Class ids are dense over the identities that still
-have an active face, in identity-id order, like the exported label_id.
+The training set is the dataset as it stands, read by the query the export reads
+(selectors.active_faces): active faces only, each under the survivor of its identity's merge
+chain, class ids dense over the survivors that still have an active face, in identity-id
+order, so class c is the exported label_id c. Dataset index i is the i-th active face in
+face-id order, the same order the "embeddings" method expects its rows in.
 
 A round freezes this mapping in its run folder (faces.npz) when it first starts, so that a
 round resumed by another worker trains on exactly the faces and labels its checkpoints were
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import os
 import typing
@@ -28,7 +27,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ml.io.atomic import atomic_open
+
 from ..models import Face, Identity, Round, Source
+from ..selectors.active_faces import active_face_labels
 
 # ml is imported inside the functions: importing ml.train or ml.data loads torch, which the web
 # process should not pay for until it starts a round.
@@ -87,46 +89,22 @@ class RoundFaces:
         return len(self.identity_ids)
 
 
-def _surviving_identity(dataset_id: int) -> dict[int, int]:
-    """identity id -> the identity it ends up as after merges (itself when not merged)."""
-    parent = dict(Identity.objects.filter(dataset_id=dataset_id, merged_into__isnull=False)
-                  .values_list("pk", "merged_into_id"))
-
-    def root(identity_id: int) -> int:
-        seen = set()
-        while identity_id in parent and identity_id not in seen:
-            seen.add(identity_id)
-            identity_id = parent[identity_id]
-        return identity_id
-
-    return {identity_id: root(identity_id) for identity_id in parent}
-
-
 def round_faces_current(*, dataset_id: int) -> RoundFaces:
-    """The dataset's active faces with their current labels."""
-    rows = Face.objects.filter(dataset_id=dataset_id, status=Face.Status.ACTIVE).order_by("pk")
-    # Streamed into one flat array: millions of faces never exist as Python tuples all at once.
-    rows = np.fromiter(itertools.chain.from_iterable(rows.values_list("pk", "identity_id").iterator(chunk_size=50_000)),
-                       dtype=np.int64).reshape(-1, 2)
-    face_ids, identities = rows[:, 0], rows[:, 1]
-    merged = _surviving_identity(dataset_id)
-    if merged:
-        identities = np.array([merged.get(int(i), int(i)) for i in identities], dtype=np.int64)
-    identity_ids, labels = np.unique(identities, return_inverse=True)
+    """The dataset's active faces with their current labels, as the export labels them
+    (selectors.active_faces). MergeCycle (a ValueError) when some face has no label."""
+    face_ids, labels, identity_ids = active_face_labels(dataset_id=dataset_id)
     source_of = dict(Identity.objects.filter(dataset_id=dataset_id).values_list("pk", "source_id").iterator())
     class_sources = np.array([source_of[int(i)] for i in identity_ids], dtype=np.int64)
     sources = np.unique(class_sources, return_inverse=True)[1].astype(np.int64)[labels]
-    return RoundFaces(face_ids, labels.astype(np.int64), identity_ids.astype(np.int64), sources)
+    return RoundFaces(face_ids, labels, identity_ids, sources)
 
 
 def save_round_faces(faces: RoundFaces, path: Path, *, round_key: str) -> None:
     """Write the snapshot atomically; round_key says which round it belongs to."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
     extra = {} if faces.sources is None else {"sources": faces.sources}
-    np.savez(tmp, face_ids=faces.face_ids, labels=faces.labels, identity_ids=faces.identity_ids,
-             round_key=np.array(round_key), **extra)
-    os.replace(tmp, path)
+    with atomic_open(path) as fh:
+        np.savez(fh, face_ids=faces.face_ids, labels=faces.labels, identity_ids=faces.identity_ids,
+                 round_key=np.array(round_key), **extra)
 
 
 def load_round_faces(path: Path, *, round_key: str) -> RoundFaces | None:

@@ -10,7 +10,8 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from ml.io.recordio import RecordReader, insightface_entries, read_property, unpack_image, write_insightface
-from reviewapp.models import Flag, Identity, Round, Source
+from reviewapp.models import Face, Flag, Identity, Round, Source
+from reviewapp.selectors.active_faces import MergeCycle, merge_survivors
 from reviewapp.services.exports import (
     DECISION_COLUMNS,
     ExportError,
@@ -19,6 +20,7 @@ from reviewapp.services.exports import (
     escape_field,
 )
 from reviewapp.services.labels import face_relabel, face_remove, identity_merge
+from reviewapp.services.round_data import round_faces_current
 from tests.factories import FaceFactory, IdentityFactory, SourceFactory, jpeg_bytes
 
 pytestmark = pytest.mark.django_db
@@ -97,6 +99,40 @@ def test_merge_chains_are_followed_even_when_faces_were_not_moved(tmp_path):
     Identity.objects.filter(pk=p["a"][0].pk).update(merged_into=p["b"][0])
     dataset_export(dataset=source.dataset, out=tmp_path / "x.lst")
     assert read_list(tmp_path / "x.lst") == [("a/0.jpg", 0, "c"), ("b/0.jpg", 0, "c"), ("c/0.jpg", 0, "c")]
+
+
+def _training_rows(dataset_id: int) -> list[tuple[str, int, str]]:
+    """What a round trains on, as export rows: (path, class id, the class's identity name)."""
+    faces = round_faces_current(dataset_id=dataset_id)
+    paths = dict(Face.objects.filter(dataset_id=dataset_id).values_list("pk", "path"))
+    names = dict(Identity.objects.filter(dataset_id=dataset_id).values_list("pk", "name"))
+    return [(paths[int(face)], int(label), names[int(faces.identity_ids[label])])
+            for face, label in zip(faces.face_ids, faces.labels)]
+
+
+def test_training_trains_on_the_exported_labels(reviewed, tmp_path):
+    """Relabels, a merge by the services, a chain written behind their back (eve -> fay -> bob),
+    removals and an identity left without faces: a round's class ids are the exported label ids."""
+    dataset, p = reviewed
+    more = people(p["ann"][0].source, eve=2, fay=1, gus=1)
+    Identity.objects.filter(pk=more["fay"][0].pk).update(merged_into=p["bob"][0])
+    Identity.objects.filter(pk=more["eve"][0].pk).update(merged_into=more["fay"][0])
+    face_relabel(face_id=more["gus"][1][0].pk, identity_id=p["cy"][0].pk, actor="test")  # cy: merged into ann
+    dataset_export(dataset=dataset, out=tmp_path / "clean.lst")
+    exported = read_list(tmp_path / "clean.lst")
+    assert {name for _, _, name in exported} == {"ann", "bob"}
+    assert _training_rows(dataset.pk) == exported
+    assert merge_survivors(dataset_id=dataset.pk) == {
+        p["cy"][0].pk: p["ann"][0].pk, more["fay"][0].pk: p["bob"][0].pk, more["eve"][0].pk: p["bob"][0].pk}
+
+
+def test_a_merge_cycle_stops_training_as_it_stops_the_export():
+    source = SourceFactory()
+    p = people(source, a=1, b=1, c=1)
+    Identity.objects.filter(pk=p["a"][0].pk).update(merged_into=p["b"][0])
+    Identity.objects.filter(pk=p["b"][0].pk).update(merged_into=p["a"][0])
+    with pytest.raises(MergeCycle, match="2 active faces"):
+        round_faces_current(dataset_id=source.dataset.pk)
 
 
 def test_a_merge_cycle_fails_without_leaving_a_file(tmp_path):

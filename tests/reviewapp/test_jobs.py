@@ -139,7 +139,7 @@ def test_worker_imports_from_the_data_root_then_exports_for_download(transaction
 
 
 def _part(folder, name="data.txt", age=0.0):
-    """A temporary export file named as exports._atomic_path names them, last written `age` s ago."""
+    """A temporary export file named as ml.io.atomic names them, last written `age` s ago."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f".{name}.4242-deadbeef.part"
     path.write_bytes(b"x" * 10)
