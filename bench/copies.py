@@ -71,12 +71,12 @@ def lfw(copies: int, cross: float, out: Path) -> dict:
     worst: dict[str, float] = {}
     for k in found:
         variant = planted[k].variant
-        worst[variant] = max(worst.get(variant, 0.0), by_pair[k].evidence["pixel_distance"])
+        worst[variant] = max(worst.get(variant, 0.0), by_pair[k].evidence.pixel_distance)
     cross_flags = [by_pair[k] for k in found if planted[k].given_label != planted[k].true_label]
     return {
         "faces": len(entries), "planted": len(planted), "found": len(found), "false": len(false),
         "precision": round(len(found) / max(len(flags), 1), 4),
-        "false_pairs": [[entries[f.index].path, entries[f.other_index].path, f.evidence["pixel_distance"]]
+        "false_pairs": [[entries[f.index].path, entries[f.other_index].path, f.evidence.pixel_distance]
                         for f in false],
         "cross_identity": {"planted": sum(e.given_label != e.true_label for e in planted.values()),
                            "found": len(cross_flags),

@@ -202,7 +202,7 @@ def mine_cross_fitted(outputs: list[FoldOutputs], labels: np.ndarray, *, active:
         # The fingerprints go to every fold for the image-sharpness signal of low quality.
         for flag in mine_space(space, norms=out.norms, config=per_face, fingerprints=fingerprints,
                                duplicates=([], pairs)):
-            flag.evidence["judged_by"] = f"fold {out.fold} model (never trained on this face)"
+            flag.evidence.judged_by = f"fold {out.fold} model (never trained on this face)"
             flags.append(flag)
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
         # Copies are looked for among all faces at once; the first model's embeddings only say,

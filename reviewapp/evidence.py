@@ -1,17 +1,28 @@
 """A flag's evidence in words a reviewer understands, and its raw numbers for those who ask.
 
-One wording for every page: the review cards (selectors.review) and the history's one-line
-summary of a decision (selectors.identities) both read evidence through evidence_lines(). The
-sentences avoid angles and cosines; raw_numbers() lists those, for a <details> toggle.
+The one place evidence becomes words: the review cards (selectors.review), the history's
+one-line summary of a decision and the identity pair page's numbers (selectors.identities) all
+read it here. The sentences avoid angles and cosines; raw_numbers() lists those, for a
+<details> toggle.
 
-Names come out as plain text (the templates escape them). Evidence is stored JSON from the
-mining and from older rounds: every key may be missing or of the wrong type, and old rows
-carry row-number keys beside (or instead of) the database ids, so nothing here trusts a key.
+Every function reads the stored JSON through ml.evidence.evidence_read(), which upgrades older
+versions to the current contract (ml.evidence) and drops row numbers, so a row written by any
+round reads the same. Old rows are upgraded when read, not rewritten by a data migration:
+Decision.evidence is the audit's copy of the evidence "as it stood when the decision was taken"
+and the decisions export writes it out as stored, so rewriting it would change the record; run
+folders' flags.jsonl files keep the old shapes anyway (ml reads them through the same upgrade);
+and the upgrade is a few renames, cheaper per page than a pass over every flag of a million-face
+dataset at deploy time.
+
+Names come out as plain text (the templates escape them). Stored JSON may still lack any key or
+hold the wrong type, so nothing here trusts a key.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ml.evidence import evidence_read
 
 from .models import Flag
 
@@ -46,12 +57,13 @@ def _share(percent: float) -> str:
 
 
 def guess_kind(evidence: dict) -> str:
-    """The kind of flag that wrote this evidence, for rows that do not say (decision history)."""
+    """The kind of flag that wrote this evidence (read by evidence_read()), for rows that do not
+    say (decision history)."""
     if "pixel_distance" in evidence or "exact" in evidence or "same_identity" in evidence:
         return Flag.Kind.NEAR_DUPLICATE
     if "cross_margin" in evidence or ("cosine" in evidence and "size" in evidence):
         return Flag.Kind.DUPLICATE_IDENTITY
-    if "reasons" in evidence or "median_norm" in evidence or "log_norm_z" in evidence:
+    if "reasons" in evidence or "median_norm" in evidence or "norm_z" in evidence:
         return Flag.Kind.LOW_NORM
     if evidence.get("reason") in ("margin_band", "noisy_band_unconfirmed"):
         return Flag.Kind.HARD
@@ -60,7 +72,7 @@ def guess_kind(evidence: dict) -> str:
 
 def evidence_lines(evidence, *, kind: str | None = None, names: Names | None = None) -> list[str]:
     """What the evidence says, most telling first, in plain sentences."""
-    e = evidence if isinstance(evidence, dict) else {}
+    e = evidence_read(evidence)
     if not e:
         return []
     names = names or Names()
@@ -79,7 +91,7 @@ def evidence_lines(evidence, *, kind: str | None = None, names: Names | None = N
 def _face_lines(e: dict, kind: str, names: Names) -> list[str]:
     own = names.current or "its own identity"
     nearest = names.nearest or "another identity"
-    theta_y, theta_1 = number(e, "theta_y_deg", "theta_y"), number(e, "theta_1_deg", "theta_1")
+    theta_y, theta_1 = number(e, "theta_y_deg"), number(e, "theta_1_deg")
     gap = theta_y - theta_1 if theta_y is not None and theta_1 is not None else None
     reason = e.get("reason")
     lines = []
@@ -113,7 +125,7 @@ def _face_lines(e: dict, kind: str, names: Names) -> list[str]:
 
 def _quality_lines(e: dict) -> list[str]:
     lines = []
-    percentile, z = number(e, "norm_percentile", "percentile"), number(e, "log_norm_z")
+    percentile, z = number(e, "norm_percentile"), number(e, "norm_z")  # norm_percentile: version 1 only
     if percentile is None and z is not None:
         percentile = 50.0 * (1.0 + math.erf(z / math.sqrt(2.0)))
     reasons = [r for r in e.get("reasons") or [] if isinstance(r, str)]
@@ -166,15 +178,14 @@ def _pair_lines(e: dict, names: Names) -> list[str]:
 
 # -- the raw numbers ------------------------------------------------------------------------------
 
-# Keys that are database ids or prose shown elsewhere: not numbers a reviewer weighs.
-_NOT_RAW = {"reference_face_ids", "reference_faces", "nearest_identity_id", "nearest_identity", "keep_reason",
-            "score_rule", "reasons", "reason", "remove", "centre", "geometry", "search"}
+# Keys that are database ids, the contract's version or prose shown elsewhere: not numbers a
+# reviewer weighs (evidence_read() has dropped the row numbers already).
+_NOT_RAW = {"version", "reference_face_ids", "nearest_identity_id", "keep_reason", "score_rule", "reasons", "reason",
+            "remove", "centre", "geometry", "search"}
 _LABELS = {
-    "theta_y_deg": "θy: angle to its own identity (°)", "theta_y": "θy: angle to its own identity (°)",
-    "theta_1_deg": "θ1: angle to the nearest other identity (°)",
-    "theta_1": "θ1: angle to the nearest other identity (°)", "margin_deg": "margin θy − θ1 (°)",
-    "norm": "feature norm", "median_norm": "median feature norm", "cosine": "cosine",
-    "pixel_distance": "pixel distance (0–255)",
+    "theta_y_deg": "θy: angle to its own identity (°)", "theta_1_deg": "θ1: angle to the nearest other identity (°)",
+    "margin_deg": "margin θy − θ1 (°)", "norm": "feature norm", "median_norm": "median feature norm",
+    "cosine": "cosine", "pixel_distance": "pixel distance (0–255)",
 }
 MAX_RAW = 40
 
@@ -201,20 +212,31 @@ def raw_numbers(evidence) -> list[tuple[str, str]]:
         elif isinstance(value, str) and len(value) <= 40:
             out.append((prefix, value))
 
-    walk("", evidence if isinstance(evidence, dict) else {}, 0)
+    walk("", evidence_read(evidence), 0)
     return out
 
 
-_COMPACT = ((("theta_y_deg", "theta_y"), "θy {:.1f}°"), (("theta_1_deg", "theta_1"), "θ1 {:.1f}°"),
-            (("cosine",), "cos {:.3f}"), (("norm",), "norm {:.1f}"))
+# The main numbers of a one-line view: (key, short label, format).
+_MAIN = (("theta_y_deg", "θy", "{:.1f}°"), ("theta_1_deg", "θ1", "{:.1f}°"), ("cosine", "cos", "{:.3f}"),
+         ("norm", "norm", "{:.1f}"))
+
+
+def main_numbers(evidence, *, kind: str | None = None) -> list[tuple[str, str]]:
+    """(short label, value) of the evidence's main numbers, for one-line views (the history's
+    summary, the identity pair page's line). A duplicate identity's cosine is between centres."""
+    e = evidence_read(evidence)
+    out = []
+    for key, label, fmt in _MAIN:
+        value = number(e, key)
+        if value is not None:
+            if key == "cosine" and (kind or guess_kind(e)) == Flag.Kind.DUPLICATE_IDENTITY:
+                label = "centre cosine"
+            out.append((label, fmt.format(value)))
+    return out
 
 
 def summary(evidence, *, kind: str | None = None) -> str:
     """One line for a table (the decision history): the first sentence, then the main numbers."""
-    e = evidence if isinstance(evidence, dict) else {}
-    parts = evidence_lines(e, kind=kind)[:1]
-    for keys, fmt in _COMPACT:
-        value = number(e, *keys)
-        if value is not None:
-            parts.append(fmt.format(value))
+    parts = evidence_lines(evidence, kind=kind)[:1]
+    parts += [f"{label} {value}" for label, value in main_numbers(evidence, kind=kind)]
     return " · ".join(parts)

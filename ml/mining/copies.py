@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ml.io.atomic import atomic_open
+from ml.evidence import NearDuplicateEvidence
 from ml.io.budget import IMAGE_MAX_PIXELS
 
 from ml.mining.candidate import NEAR_DUPLICATE, FlagCandidate
@@ -419,32 +420,34 @@ def _group_flags(group, fp, labels, found, own_cos, config, thresholds) -> list[
             continue
         exact, distance = _pair_measure(fp, found, keeper, member)
         same = bool(labels[keeper] == labels[member])
-        evidence = {
-            "method": "content hash (byte-identical)" if exact else "perceptual hash proposal, thumbnail distance",
-            "exact": exact, "hamming": int(hamming(fp.phash[keeper], fp.phash[member])),
-            "pixel_distance": round(distance, 3), "same_identity": same,
-            "size": [int(fp.width[keeper]), int(fp.height[keeper])],
-            "other_size": [int(fp.width[member]), int(fp.height[member])],
-            "group_size": len(group), "thresholds": thresholds,
-        }
+        identity_cosine = None
         if same:
-            suggestion, evidence["remove"] = "remove", "other_index"
-            evidence["keep_reason"] = "the larger copy (more pixels, then more bytes), else the earlier one"
+            suggestion, remove = "remove", "other_index"
+            keep_reason = "the larger copy (more pixels, then more bytes), else the earlier one"
         else:
             cos = own_cos.get(keeper), own_cos.get(member)
             if cos[0] is not None and cos[1] is not None and math.isfinite(cos[0]) and math.isfinite(cos[1]):
-                evidence["identity_cosine"] = {"index": round(cos[0], 4), "other_index": round(cos[1], 4)}
+                identity_cosine = {"index": round(cos[0], 4), "other_index": round(cos[1], 4)}
             if belongs is not None and labels[keeper] == belongs and labels[member] != belongs:
-                suggestion, evidence["remove"] = "remove", "other_index"
-                evidence["keep_reason"] = (f"the face is nearer its identity's centre under this label (leave-one-out "
-                                           f"cosine higher by {margin:.3f} >= {config.identity_margin})")
+                suggestion, remove = "remove", "other_index"
+                keep_reason = (f"the face is nearer its identity's centre under this label (leave-one-out "
+                               f"cosine higher by {margin:.3f} >= {config.identity_margin})")
             else:
-                suggestion, evidence["remove"] = "keep", None
-                evidence["keep_reason"] = ("one picture under two identities: which label is right is the "
-                                           "reviewer's choice" + ("" if own_cos else " (no embeddings to tell)"))
+                suggestion, remove = "keep", None
+                keep_reason = ("one picture under two identities: which label is right is the "
+                               "reviewer's choice" + ("" if own_cos else " (no embeddings to tell)"))
+        evidence = NearDuplicateEvidence(
+            method="content hash (byte-identical)" if exact else "perceptual hash proposal, thumbnail distance",
+            exact=exact, hamming=int(hamming(fp.phash[keeper], fp.phash[member])),
+            pixel_distance=round(distance, 3), same_identity=same,
+            size=[int(fp.width[keeper]), int(fp.height[keeper])],
+            other_size=[int(fp.width[member]), int(fp.height[member])],
+            group_size=len(group), thresholds=thresholds, remove=remove, keep_reason=keep_reason,
+            identity_cosine=identity_cosine)
         score = max(0.0, 1.0 - distance / 255.0)
-        flags.append(FlagCandidate(NEAR_DUPLICATE, score, int(keeper), int(member), int(labels[keeper]),
-                                   int(labels[member]), suggestion, None, evidence))
+        flags.append(FlagCandidate(kind=NEAR_DUPLICATE, score=score, index=int(keeper), other_index=int(member),
+                                   label=int(labels[keeper]), other_label=int(labels[member]),
+                                   suggestion=suggestion, evidence=evidence))
     return flags
 
 

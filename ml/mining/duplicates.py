@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml.evidence import DuplicateIdentityEvidence
 from ml.mining import calibrate
 from ml.mining.candidate import DUPLICATE_IDENTITY, FlagCandidate
 from ml.mining.config import MiningConfig
@@ -166,15 +167,15 @@ def duplicate_identity_flags(pairs, threshold, search: str, identities: Identiti
     for a, b, score, cos in zip(*(np.asarray(x).tolist() for x in pairs)):
         size_a, size_b = int(identities.sizes[a]), int(identities.sizes[b])
         survivor = a if size_a >= size_b else b
-        evidence = {"cross_margin": round(score, 4), "cosine": round(cos, 4), "size": size_a, "other_size": size_b,
-                    "mean_own_cosine": round(float(own_mean[a]), 4),
-                    "other_mean_own_cosine": round(float(own_mean[b]), 4), "mutual": True,
-                    "reference_faces": {"label": identities.references(a), "other_label": identities.references(b)},
-                    "centre": "normalised mean embedding", "thresholds": {"duplicate_score": record},
-                    "score_rule": "(cross margin - null median) / null sigma; cross margin: mean cosine of each "
-                                  "side's faces to the other centre minus to their own (leave-one-out), averaged "
-                                  "over both sides",
-                    "search": search}
-        flags.append(FlagCandidate(DUPLICATE_IDENTITY, max(0.0, (score - centre) / spread), None, None, int(a),
-                                   int(b), "merge", int(survivor), evidence))
+        evidence = DuplicateIdentityEvidence(
+            cross_margin=round(score, 4), cosine=round(cos, 4), size=size_a, other_size=size_b,
+            mean_own_cosine=round(float(own_mean[a]), 4), other_mean_own_cosine=round(float(own_mean[b]), 4),
+            mutual=True, reference_faces={"label": identities.references(a), "other_label": identities.references(b)},
+            centre="normalised mean embedding", thresholds={"duplicate_score": record},
+            score_rule="(cross margin - null median) / null sigma; cross margin: mean cosine of each side's faces "
+                       "to the other centre minus to their own (leave-one-out), averaged over both sides",
+            search=search)
+        flags.append(FlagCandidate(kind=DUPLICATE_IDENTITY, score=max(0.0, (score - centre) / spread),
+                                   label=int(a), other_label=int(b), suggestion="merge", target_label=int(survivor),
+                                   evidence=evidence))
     return flags

@@ -124,7 +124,7 @@ def mine_space(space: MiningSpace, *, stats: dict | None = None, norms: np.ndarr
     if NEAR_DUPLICATE in config.kinds and fingerprints is not None:
         flags += _copies_among(space.rows, embeddings, labels, fingerprints)
     for flag in flags:
-        flag.evidence["embedding_mean_norm"] = round(space.mean_norm, 4)
+        flag.evidence.embedding_mean_norm = round(space.mean_norm, 4)
     return sort_flags(flags)
 
 
@@ -155,7 +155,7 @@ def mine_copies_only(*, embeddings: np.ndarray, labels: np.ndarray, fingerprints
     embeddings, mean_norm = centred_unit_embeddings(embeddings, rows, config.batch_size)
     flags = _copies_among(rows, embeddings, labels, fingerprints)
     for flag in flags:
-        flag.evidence["embedding_mean_norm"] = round(mean_norm, 4)
+        flag.evidence.embedding_mean_norm = round(mean_norm, 4)
     return flags
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml.evidence import HardEvidence, HeadAngles, NeighbourVotes, NoisyEvidence
 from ml.mining import calibrate
 from ml.mining.candidate import HARD, NOISY, FlagCandidate
 from ml.mining.config import MiningConfig
@@ -256,42 +257,38 @@ def mine_noisy(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, ide
 
     def common(i: int) -> dict:
         j = int(j_star[i])
-        out = {"theta_y_deg": _r(theta_own[i]), "theta_1_deg": _r(theta_other[i]),
-               "margin_deg": _r(margin[i]), "nearest_identity": j if j >= 0 else None,
-               "angle_own_centre_deg": _r(theta_own[i]), "angle_nearest_other_centre_deg": _r(theta_other[i]),
-               # The name the review app reads (it was the prototype centre before mean centres).
-               "angle_own_prototype_centre_deg": _r(theta_own[i]),
-               "geometry": EMBEDDING, "centre": "normalised mean embedding (own: the face left out)",
-               "reference_faces": {"own": identities.references(int(own[i])), "nearest": identities.references(j)},
-               "thresholds": thresholds}
+        out = dict(theta_y_deg=_r(theta_own[i]), theta_1_deg=_r(theta_other[i]), margin_deg=_r(margin[i]),
+                   nearest_identity=j if j >= 0 else None, geometry=EMBEDDING,
+                   centre="normalised mean embedding (own: the face left out)",
+                   reference_faces={"own": identities.references(int(own[i])), "nearest": identities.references(j)},
+                   thresholds=thresholds)
         if votes[i]:
-            out["neighbour_votes"] = {"nearest_identity": int(votes[i]), "best_other_label": int(rival[i]),
-                                      "neighbours": int(neighbours.positions.shape[1])}
+            out["neighbour_votes"] = NeighbourVotes(nearest_identity=int(votes[i]), best_other_label=int(rival[i]),
+                                                    neighbours=int(neighbours.positions.shape[1]))
         if from_head[i]:
-            out["head"] = {"theta_y_deg": _r(head_ty[i]), "theta_1_deg": _r(head_t1[i]),
-                           "j_star": int(head_j[i])}
+            out["head"] = HeadAngles(theta_y_deg=_r(head_ty[i]), theta_1_deg=_r(head_t1[i]), j_star=int(head_j[i]))
         return out
 
     flags: list[FlagCandidate] = []
     for i in np.flatnonzero(open_set):
-        evidence = {"reason": "open_set", **common(i),
-                    "cos_own_prototypes": None, "cos_nearest_prototypes": None,
-                    "search": "exhaustive over all identity centres",
-                    "score_rule": "min(angle to own, angle to nearest other centre) - open_set_angle (degrees)"}
+        evidence = NoisyEvidence(reason="open_set", **common(i), search="exhaustive over all identity centres",
+                                 score_rule="min(angle to own, angle to nearest other centre) - open_set_angle "
+                                            "(degrees)")
         score = min(theta_own[i], theta_other[i]) - c
-        flags.append(FlagCandidate(NOISY, float(score), int(rows[i]), None, int(own[i]), None, "remove", None,
-                                   evidence))
+        flags.append(FlagCandidate(kind=NOISY, score=float(score), index=int(rows[i]), label=int(own[i]),
+                                   suggestion="remove", evidence=evidence))
     for i in np.flatnonzero(closed_set):
-        evidence = {"reason": "closed_set", "band": "noisy", **common(i),
-                    "cos_own_prototypes": _r(cos_own[i], 4), "cos_nearest_prototypes": _r(cos_other[i], 4),
-                    "search": angles.search, "score_rule": "theta_y - theta_1 - noise_margin (degrees)"}
-        flags.append(FlagCandidate(NOISY, float(margin[i] - tau.value), int(rows[i]), None, int(own[i]), None,
-                                   "relabel", int(j_star[i]), evidence))
+        evidence = NoisyEvidence(reason="closed_set", band="noisy", **common(i),
+                                 cos_own_prototypes=_r(cos_own[i], 4), cos_nearest_prototypes=_r(cos_other[i], 4),
+                                 search=angles.search, score_rule="theta_y - theta_1 - noise_margin (degrees)")
+        flags.append(FlagCandidate(kind=NOISY, score=float(margin[i] - tau.value), index=int(rows[i]),
+                                   label=int(own[i]), suggestion="relabel", target_label=int(j_star[i]),
+                                   evidence=evidence))
     for i in np.flatnonzero(hard):
-        evidence = {"reason": "noisy_band_unconfirmed" if band_noisy[i] else "margin_band",
-                    "band": "noisy" if band_noisy[i] else "hard", **common(i),
-                    "cos_own_prototypes": _r(cos_own[i], 4), "cos_nearest_prototypes": _r(cos_other[i], 4),
-                    "search": angles.search, "score_rule": "theta_y - theta_1 - hard_margin_low (degrees)"}
-        flags.append(FlagCandidate(HARD, float(margin[i] - hard_low), int(rows[i]), None, int(own[i]), None, "keep",
-                                   None, evidence))
+        evidence = HardEvidence(reason="noisy_band_unconfirmed" if band_noisy[i] else "margin_band",
+                                band="noisy" if band_noisy[i] else "hard", **common(i),
+                                cos_own_prototypes=_r(cos_own[i], 4), cos_nearest_prototypes=_r(cos_other[i], 4),
+                                search=angles.search, score_rule="theta_y - theta_1 - hard_margin_low (degrees)")
+        flags.append(FlagCandidate(kind=HARD, score=float(margin[i] - hard_low), index=int(rows[i]),
+                                   label=int(own[i]), suggestion="keep", evidence=evidence))
     return flags

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ml.evidence import LowNormEvidence
 from ml.mining import calibrate
 from ml.mining.candidate import LOW_NORM, FlagCandidate
 from ml.mining.config import MiningConfig
@@ -81,29 +82,28 @@ def mine_low_norm(norms: np.ndarray | None, stats: dict | None, labels: np.ndarr
         flagged |= below
     flags = []
     for i in np.flatnonzero(flagged):
-        reasons, evidence, score = [], {}, 0.0
+        reasons, measured, thresholds, score = [], {}, {}, 0.0
         for name, (z, below, threshold) in signals.items():
             if np.isfinite(z[i]):
-                evidence[f"{name}_z"] = round(float(-z[i]), 3)
+                measured[f"{name}_z"] = round(float(-z[i]), 3)
                 if below[i]:
                     reasons.append(f"low {name}")
                     score = max(score, float(z[i]))
-            evidence.setdefault("thresholds", {})["low_norm" if name == "norm" else name] = threshold.as_dict()
+            thresholds["low_norm" if name == "norm" else name] = threshold.as_dict()
         if values is not None:
-            evidence.update(norm=round(float(values[rows[i]]), 4), norm_source=source)
+            measured.update(norm=round(float(values[rows[i]]), 4), norm_source=source)
             median = signals["norm"][2].median
             if median is not None and np.isfinite(median):
-                evidence["median_norm"] = round(float(median), 4)
-            if "norm_z" in evidence:
-                evidence["log_norm_z"] = evidence["norm_z"]
+                measured["median_norm"] = round(float(median), 4)
         if sharpness is not None:
-            evidence["sharpness"] = round(float(sharpness[rows[i]]), 3)
+            measured["sharpness"] = round(float(sharpness[rows[i]]), 3)
         if missing[i]:
             reasons.append("no face found")
-            evidence["face_found_share"] = round(found_share, 4)
+            measured["face_found_share"] = round(found_share, 4)
             score = max(score, config.low_norm_k)
-        evidence.update(reasons=reasons, score_rule="the largest robust z-score of -log(value) among the signals "
-                                                    "below their bound; low_norm_k when only no face was found")
-        flags.append(FlagCandidate(LOW_NORM, score, int(rows[i]), None, int(labels[rows[i]]), None, "remove",
-                                   None, evidence))
+        evidence = LowNormEvidence(**measured, reasons=reasons, thresholds=thresholds,
+                                   score_rule="the largest robust z-score of -log(value) among the signals below "
+                                              "their bound; low_norm_k when only no face was found")
+        flags.append(FlagCandidate(kind=LOW_NORM, score=score, index=int(rows[i]), label=int(labels[rows[i]]),
+                                   suggestion="remove", evidence=evidence))
     return flags

@@ -24,6 +24,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ml.evidence import evidence_json
+
 EASY, HARD, NOISY = 0, 1, 2
 BANDS = ("easy", "hard", "noisy")
 DEFAULT_MARGIN, DEFAULT_M1 = 0.5, 0.15  # radians, as ml.train.stats bands without a head margin
@@ -200,7 +202,7 @@ def norm_histogram(values: np.ndarray, bins: int = BINS, threshold: float | None
 def _low_norm_threshold(candidates: Iterable) -> float | None:
     for candidate in candidates:
         if getattr(candidate, "kind", None) == "low_norm":
-            record = ((candidate.evidence or {}).get("thresholds") or {}).get("low_norm") or {}
+            record = (evidence_json(candidate.evidence).get("thresholds") or {}).get("low_norm") or {}
             value = record.get("value")
             if isinstance(value, (int, float)) and math.isfinite(value):
                 return float(value)

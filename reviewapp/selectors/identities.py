@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 from django_filters import FilterSet
 
+from ..evidence import main_numbers
 from ..evidence import summary as evidence_summary
 from ..kinds import KIND_ORDER, kind_title
 from ..access import may_see
@@ -173,8 +174,7 @@ def pair_side(*, identity: Identity, round_: Round | None, limit: int = PAIR_FAC
 
 def duplicate_flag_evidence(flag: Flag) -> list[tuple[str, str]]:
     """The duplicate-identity flag's numbers, as (label, value) pairs for the pair page."""
-    cosine = (flag.evidence or {}).get("cosine")
-    return [("centre cosine", f"{cosine:.3f}")] if isinstance(cosine, (int, float)) else []
+    return main_numbers(flag.evidence, kind=flag.kind)
 
 
 # -- name search -----------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from ml.evidence import evidence_json, evidence_published
+
 from ..models import Dataset, Decision, Flag, Round
 from .publish_checks import flags_as_of_now, flags_supersede, snapshot_identities
 from .round_data import clean_round_config
@@ -285,7 +287,7 @@ def _flag(round_id: int, candidate, index_to_face, class_to_identity) -> Flag:
     if kind not in Flag.Kind.values or suggestion not in Flag.Suggestion.values:
         raise ValueError(f"unknown flag kind {kind!r} or suggestion {suggestion!r}")
     flag = Flag(round_id=round_id, kind=kind, suggestion=suggestion, score=_finite(candidate.score),
-                evidence=_evidence_with_ids(json_safe(candidate.evidence or {}), face, identity),
+                evidence=_evidence_with_ids(candidate.evidence, face, identity),
                 suggested_identity_id=identity(getattr(candidate, "target_label", None)))
     if kind == Flag.Kind.DUPLICATE_IDENTITY:
         flag.identity_a_id, flag.identity_b_id = identity(candidate.label), identity(candidate.other_label)
@@ -294,31 +296,12 @@ def _flag(round_id: int, candidate, index_to_face, class_to_identity) -> Flag:
     return flag
 
 
-def _evidence_with_ids(evidence: dict, face, identity) -> dict:
+def _evidence_with_ids(evidence, face, identity) -> dict:
     """Mining names faces by dataset index and identities by class index of this round: numbers
     that mean nothing once the round is over (the next round numbers rows differently). The web
-    app, the API and the audit read database ids, so only those are kept: reference_faces
-    becomes reference_face_ids, nearest_identity nearest_identity_id (and the class indices
-    nested in neighbour_votes and head their identity ids)."""
-    refs = evidence.pop("reference_faces", None)
-    if isinstance(refs, dict):
-        evidence["reference_face_ids"] = {side: [face(i) for i in ids if _index(i)]
-                                          for side, ids in refs.items() if isinstance(ids, list)}
-    nearest = evidence.pop("nearest_identity", None)
-    if _index(nearest):
-        evidence["nearest_identity_id"] = identity(nearest)
-    for nested, key, id_key in (("neighbour_votes", "best_other_label", "best_other_identity_id"),
-                                ("head", "j_star", "nearest_identity_id")):
-        inner = evidence.get(nested)
-        if isinstance(inner, dict) and key in inner:
-            label = inner.pop(key)
-            if _index(label):
-                inner[id_key] = identity(label)
-    return evidence
-
-
-def _index(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    app, the API and the audit read database ids, so the evidence contract's row keys
+    (ml.evidence.ROW_KEYS) become their id keys; the mining's own record is left alone."""
+    return evidence_published(json_safe(evidence_json(evidence)), face=face, identity=identity)
 
 
 def _finite(value) -> float:

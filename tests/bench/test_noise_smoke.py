@@ -33,7 +33,8 @@ def tiny_truth(bench):
 
 
 def flag(kind, index, score, suggestion="keep", target=None, label=None, other=None):
-    return FlagCandidate(kind, score, index, None, label, other, suggestion, target, {})
+    return FlagCandidate(kind=kind, score=score, index=index, label=label, other_label=other, suggestion=suggestion,
+                         target_label=target)
 
 
 def test_flags_are_scored_per_kind_against_the_ground_truth(bench):

@@ -64,12 +64,12 @@ def test_planted_copies_of_every_variant_are_found_and_nothing_else(tmp_path):
     for (original, copy), entry in planted.items():
         f = found[(original, copy)]
         # Same identity: the original (larger or earlier) stays, the copy goes.
-        assert f.kind == "near_duplicate" and f.suggestion == "remove" and f.evidence["remove"] == "other_index"
-        assert f.evidence["same_identity"] and f.evidence["exact"] == (entry.variant == "exact")
-        assert 0 <= f.evidence["pixel_distance"] <= f.evidence["thresholds"]["pixel_distance"]["value"]
-        assert 0.0 <= f.score <= 1.0 and isinstance(f.evidence["hamming"], int)
+        assert f.kind == "near_duplicate" and f.suggestion == "remove" and f.evidence.remove == "other_index"
+        assert f.evidence.same_identity and f.evidence.exact == (entry.variant == "exact")
+        assert 0 <= f.evidence.pixel_distance <= f.evidence.thresholds["pixel_distance"]["value"]
+        assert 0.0 <= f.score <= 1.0 and isinstance(f.evidence.hamming, int)
         if entry.variant == "exact":
-            assert f.score == 1.0 and f.evidence["pixel_distance"] == 0
+            assert f.score == 1.0 and f.evidence.pixel_distance == 0
 
 
 def test_the_larger_copy_is_kept_whatever_its_position(tmp_path):
@@ -84,7 +84,7 @@ def test_the_larger_copy_is_kept_whatever_its_position(tmp_path):
     fp = fingerprint_images(lambda i: data[i], 3)
     flags = mine_copies(fp, np.array([0, 0, 0]))
     assert [(f.index, f.other_index) for f in flags] == [(2, 0)]
-    assert flags[0].evidence["size"] == [200, 200] and flags[0].evidence["other_size"] == [120, 120]
+    assert flags[0].evidence.size == [200, 200] and flags[0].evidence.other_size == [120, 120]
 
 
 def cross_identity_case():
@@ -112,9 +112,9 @@ def test_a_copy_across_identities_keeps_the_one_under_the_identity_it_belongs_to
     f = flags[0]
     # The copy under A (face 0) stays, the one filed under B (face 18) is suggested for removal.
     assert (f.index, f.other_index) == (0, 18) and (f.label, f.other_label) == (0, 1)
-    assert f.suggestion == "remove" and f.evidence["remove"] == "other_index"
-    assert not f.evidence["same_identity"]
-    cos = f.evidence["identity_cosine"]
+    assert f.suggestion == "remove" and f.evidence.remove == "other_index"
+    assert not f.evidence.same_identity
+    cos = f.evidence.identity_cosine
     assert cos["index"] > cos["other_index"] + CopyConfig().identity_margin
 
 
@@ -125,7 +125,7 @@ def test_without_embeddings_a_cross_identity_copy_is_the_reviewers_choice():
     f = flags[0]
     # Face 0's identity is smaller than B (6 against 7 faces): size is no evidence, nothing
     # is removed by default.
-    assert f.suggestion == "keep" and f.evidence["remove"] is None
+    assert f.suggestion == "keep" and f.evidence.remove is None
     assert {f.index, f.other_index} == {0, 18}
 
 
@@ -201,5 +201,5 @@ def test_lfw_planted_copies_are_found(lfw_root, tmp_path):
     planted = planted_pairs(noisy)
     found = {(min(f.index, f.other_index), max(f.index, f.other_index)) for f in flags}
     assert set(planted) <= found
-    cross = [f for f in flags if not f.evidence["same_identity"]]
-    assert len(cross) == 4 and all(f.evidence["remove"] is None for f in cross)
+    cross = [f for f in flags if not f.evidence.same_identity]
+    assert len(cross) == 4 and all(f.evidence.remove is None for f in cross)

@@ -83,7 +83,7 @@ def test_no_face_is_judged_by_the_model_that_trained_on_it(tmp_path):
     faces = [f.index for f in flags]
     assert len(faces) == len(set(faces)) == len(labels)
     for flag in flags:
-        fold = int(flag.evidence["judged_by"].split()[1])
+        fold = int(flag.evidence.judged_by.split()[1])
         assert assignment[flag.index] == fold
 
 
@@ -100,6 +100,6 @@ def test_each_fold_space_holds_and_flags_its_held_out_faces_alone():
                            assignment == f) for f in (0, 1)]
     flags = mine_cross_fitted(outputs, labels_noisy, config=MiningConfig(kinds=("noisy", "hard", "low_norm")))
     for flag in flags:
-        assert assignment[flag.index] == int(flag.evidence["judged_by"].split()[1])
+        assert assignment[flag.index] == int(flag.evidence.judged_by.split()[1])
     noisy = {f.index for f in flags if f.kind == "noisy"}
     assert set(wrong.tolist()) <= noisy  # the wrongly labelled faces of both folds, each by its own fold

@@ -52,15 +52,15 @@ def test_duplicate_identities_are_found_and_merged_into_the_larger(exact_pairs):
     for f in (f for f in flags if f.kind == "duplicate_identity" and (f.label, f.other_label) in DUPLICATES):
         assert f.suggestion == "merge" and f.index is None
         assert f.target_label == f.label  # the 25-face identity survives the 10-face one
-        assert (f.evidence["size"], f.evidence["other_size"]) == (25, 10)
-        assert f.evidence["reference_faces"]["label"] and f.evidence["reference_faces"]["other_label"]
-        threshold = f.evidence["thresholds"]["duplicate_score"]
-        assert f.evidence["cross_margin"] >= threshold["value"]
+        assert (f.evidence.size, f.evidence.other_size) == (25, 10)
+        assert f.evidence.reference_faces["label"] and f.evidence.reference_faces["other_label"]
+        threshold = f.evidence.thresholds["duplicate_score"]
+        assert f.evidence.cross_margin >= threshold["value"]
         # Shown to reviewers: >= 0, the cross margin's distance above the null in its sigmas.
-        assert f.score == pytest.approx((f.evidence["cross_margin"] - threshold["median"]) / threshold["sigma"],
+        assert f.score == pytest.approx((f.evidence.cross_margin - threshold["median"]) / threshold["sigma"],
                                         rel=1e-3) and f.score > 0
-        assert f.evidence["mutual"] and -1.0 < f.evidence["cross_margin"] <= 0.05
-        assert f.evidence["cosine"] > 0.7
+        assert f.evidence.mutual and -1.0 < f.evidence.cross_margin <= 0.05
+        assert f.evidence.cosine > 0.7
         json.dumps(f.to_dict(), allow_nan=False)
     # Faces split between the two ids are explained by the merge, not flagged for relabelling.
     relabel = [f for f in flags if f.kind == "noisy" and f.suggestion == "relabel"]
@@ -70,7 +70,7 @@ def test_duplicate_identities_are_found_and_merged_into_the_larger(exact_pairs):
 def test_duplicate_threshold_is_calibrated_unless_configured():
     embeddings, labels = make_identities()
     flags = mine(embeddings=embeddings, labels=labels, config=MiningConfig(kinds=("duplicate_identity",)))
-    record = flags[0].evidence["thresholds"]["duplicate_score"]
+    record = flags[0].evidence.thresholds["duplicate_score"]
     assert record["rule"].startswith("mean + z*sigma of a normal through") and record["samples"] == 60
     assert record["median"] < record["value"] < 0.0
     strict = mine(embeddings=embeddings, labels=labels,

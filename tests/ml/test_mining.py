@@ -76,9 +76,9 @@ def test_closed_set_noise_is_relabelled_to_the_true_identity(faces, embedding_on
     for f in relabel:
         assert f.target_label == faces.true[f.index]
         assert f.label == faces.labels[f.index]
-        assert f.evidence["theta_1_deg"] < f.evidence["theta_y_deg"]
-        assert f.evidence["cos_nearest_prototypes"] > f.evidence["cos_own_prototypes"]
-        assert f.evidence["nearest_identity"] == f.target_label
+        assert f.evidence.theta_1_deg < f.evidence.theta_y_deg
+        assert f.evidence.cos_nearest_prototypes > f.evidence.cos_own_prototypes
+        assert f.evidence.nearest_identity == f.target_label
 
 
 def test_open_set_outliers_are_suggested_for_removal(faces, embedding_only):
@@ -87,16 +87,16 @@ def test_open_set_outliers_are_suggested_for_removal(faces, embedding_only):
     assert set(faces.open.tolist()) <= flagged
     assert len(flagged - set(faces.open.tolist())) <= 1
     for f in remove:
-        threshold = f.evidence["thresholds"]["open_set_angle_deg"]["value"]
-        assert f.evidence["angle_own_prototype_centre_deg"] > threshold
-        assert f.evidence["angle_nearest_other_centre_deg"] > threshold
+        threshold = f.evidence.thresholds["open_set_angle_deg"]["value"]
+        assert f.evidence.theta_y_deg > threshold
+        assert f.evidence.theta_1_deg > threshold
         assert f.target_label is None and f.score >= 0
 
 
 def test_low_norm_faces_are_flagged_against_a_recorded_threshold(faces, embedding_only):
     low = by_kind(embedding_only, "low_norm")
     assert {f.index for f in low} == set(faces.low.tolist())
-    threshold = low[0].evidence["thresholds"]["low_norm"]["value"]
+    threshold = low[0].evidence.thresholds["low_norm"]["value"]
     assert max(faces.norms[faces.low]) < threshold < np.delete(faces.norms, faces.low).min()
     assert all(f.suggestion == "remove" and f.score > 3.5 for f in low)
 
@@ -151,12 +151,12 @@ def test_stats_mode_records_the_head_angles_beside_the_embedding_geometry(faces)
     relabel = by_kind(flags, "noisy", "relabel")
     assert {f.index for f in relabel} >= set(faces.closed.tolist())
     f = next(f for f in relabel if f.index == faces.closed[0])
-    assert f.evidence["geometry"] == "embedding"
-    assert f.evidence["head"]["theta_y_deg"] == pytest.approx(math.degrees(stats["theta_y"][f.index]), abs=1e-3)
-    assert f.evidence["head"]["j_star"] == stats["j_star"][f.index]
-    margin = f.evidence["thresholds"]["noise_margin_deg"]
+    assert f.evidence.geometry == "embedding"
+    assert f.evidence.head.theta_y_deg == pytest.approx(math.degrees(stats["theta_y"][f.index]), abs=1e-3)
+    assert f.evidence.head.j_star == stats["j_star"][f.index]
+    margin = f.evidence.thresholds["noise_margin_deg"]
     assert margin["rule"].startswith("median") and margin["value"] >= 0
-    assert f.evidence["margin_deg"] > margin["value"]
+    assert f.evidence.margin_deg > margin["value"]
     # No low_norm flags without norms from either source.
     assert not by_kind(flags, "low_norm")
 
@@ -169,7 +169,7 @@ def test_a_configured_m1_fixes_the_noise_margin(faces):
 
     loose, strict = relabelled(0.1), relabelled(1.5)  # 5.7 and 85.9 degrees
     assert {f.index for f in loose} >= set(faces.closed.tolist())
-    record = loose[0].evidence["thresholds"]["noise_margin_deg"]
+    record = loose[0].evidence.thresholds["noise_margin_deg"]
     assert record["rule"].startswith("fixed") and record["value"] == pytest.approx(math.degrees(0.1))
     assert len(strict) < len(loose)
 
@@ -183,7 +183,7 @@ def test_stats_taken_under_an_old_label_are_not_used(faces):
     labels[face] = (faces.true[face] + 1) % faces.centres.shape[0]
     flags = mine(embeddings=faces.embeddings, labels=labels, stats=stats, config=MiningConfig(kinds=("noisy",)))
     flag = next(f for f in flags if f.index == face)
-    assert flag.evidence["geometry"] == "embedding"
+    assert flag.evidence.geometry == "embedding"
     assert flag.suggestion == "relabel" and flag.target_label == faces.true[face]
 
 
@@ -208,9 +208,9 @@ def test_noisy_band_without_prototype_support_and_the_margin_band_are_hard(faces
     monkeypatch.setattr(noisy, "mean_prototype_cosine", disagreeing)
     flags = mine(embeddings=embeddings.astype(np.float16), labels=faces.labels, config=MiningConfig(margin_m1=0.2))
     hard = {f.index: f for f in by_kind(flags, "hard")}
-    assert hard[unsupported].evidence["reason"] == "noisy_band_unconfirmed"
-    assert hard[in_margin].evidence["reason"] == "margin_band"
-    assert 0 < hard[in_margin].evidence["margin_deg"] <= hard[in_margin].evidence["thresholds"]["noise_margin_deg"][
+    assert hard[unsupported].evidence.reason == "noisy_band_unconfirmed"
+    assert hard[in_margin].evidence.reason == "margin_band"
+    assert 0 < hard[in_margin].evidence.margin_deg <= hard[in_margin].evidence.thresholds["noise_margin_deg"][
         "value"]
     assert hard[in_margin].suggestion == hard[unsupported].suggestion == "keep"
     assert hard[unsupported].score > hard[in_margin].score
@@ -225,8 +225,8 @@ def test_a_fixed_open_set_angle_overrides_the_calibration(faces):
 
     fixed = removed(60.0)
     assert {f.index for f in fixed} >= set(faces.open.tolist())
-    assert fixed[0].evidence["thresholds"]["open_set_angle_deg"]["rule"].startswith("fixed")
-    assert fixed[0].evidence["thresholds"]["open_set_angle_deg"]["value"] == 60.0
+    assert fixed[0].evidence.thresholds["open_set_angle_deg"]["rule"].startswith("fixed")
+    assert fixed[0].evidence.thresholds["open_set_angle_deg"]["value"] == 60.0
     assert removed(120.0) == []
 
 

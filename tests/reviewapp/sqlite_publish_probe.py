@@ -15,6 +15,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from ml.evidence import HardEvidence  # noqa: E402
 from ml.mining import FlagCandidate  # noqa: E402
 from reviewapp.models import Dataset, Face, Identity, Round, Source  # noqa: E402
 from reviewapp.services.rounds import round_heartbeat, round_publish  # noqa: E402
@@ -31,8 +32,17 @@ Face.objects.bulk_create([Face(dataset=dataset, source=source, identity=identiti
 face_ids = list(Face.objects.order_by("pk").values_list("pk", flat=True))
 round_ = Round.objects.create(dataset=dataset, number=1, method="arcface", status=Round.Status.MINING,
                               worker="probe", started_at=django.utils.timezone.now())
-candidates = [FlagCandidate("hard", 1.0 + i / FLAGS, i, None, i % 100, None, "keep", None, {"margin_deg": 1.0})
-              for i in range(FLAGS)]
+
+
+def evidence(i: int) -> HardEvidence:
+    return HardEvidence(reason="margin_band", band="hard", theta_y_deg=60.0, theta_1_deg=59.0, margin_deg=1.0,
+                        nearest_identity=(i + 1) % 100, reference_faces={"own": [i % 100], "nearest": []},
+                        geometry="embedding", centre="normalised mean embedding", search="exact",
+                        score_rule="theta_y - theta_1 - hard_margin_low (degrees)")
+
+
+candidates = [FlagCandidate(kind="hard", score=1.0 + i / FLAGS, index=i, label=i % 100, suggestion="keep",
+                            evidence=evidence(i)) for i in range(FLAGS)]
 stop = threading.Event()
 beats = []
 

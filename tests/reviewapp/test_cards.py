@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reviewapp.evidence import evidence_lines, summary
+from ml.evidence import NeighbourVotes, NoisyEvidence, VERSION, evidence_json, evidence_published
+from ml.mining import FlagCandidate
+from reviewapp.evidence import evidence_lines, raw_numbers, summary
 from reviewapp.models import Decision, Face, Flag
 from reviewapp.services.labels import identity_merge
 from reviewapp.services.rounds import round_publish
@@ -232,7 +234,8 @@ def test_published_evidence_names_faces_and_identities_by_database_id_only(peopl
     assert published == {
         "theta_y_deg": 80.0, "nearest_identity_id": ids["b"].pk,
         "reference_face_ids": {"own": [int(row_face[1]), int(row_face[2])], "nearest": [int(row_face[3])]},
-        "neighbour_votes": {"nearest_identity": 4, "best_other_identity_id": ids["c"].pk, "neighbours": 5},
+        # best_other_label counts votes (ml.evidence.NeighbourVotes): not a class, so it stays as it is.
+        "neighbour_votes": {"nearest_identity": 4, "best_other_label": 2, "neighbours": 5},
         "head": {"theta_y_deg": 70.0, "nearest_identity_id": ids["c"].pk},
     }
     assert candidates[0].evidence["nearest_identity"] == 1  # the mining's own record is left alone
@@ -247,3 +250,74 @@ def test_old_evidence_with_row_numbers_still_reads(client, user, world):
     card = card_html(client.get(queue_url(world, "hard")).content.decode(), flag.pk)
     assert "<dt>Nearest</dt>" in card and "&lt;script&gt;alert(1)&lt;/script&gt;" in card
     assert "reference_faces" not in card and "<dd>15</dd>" not in card
+
+
+def _noisy_evidence(**extra) -> NoisyEvidence:
+    return NoisyEvidence(reason="closed_set", band="noisy", theta_y_deg=84.0, theta_1_deg=51.5, margin_deg=32.5,
+                         nearest_identity=1, reference_faces={"own": [0, 2], "nearest": [3]}, cos_own_prototypes=0.31,
+                         cos_nearest_prototypes=0.55, geometry="embedding", centre="normalised mean embedding",
+                         search="exact", score_rule="theta_y - theta_1 - noise_margin (degrees)", **extra)
+
+
+def test_typed_evidence_is_published_versioned_with_database_ids_only(people):  # noqa: F811
+    ids, faces = people
+    snapshot = round_faces_current(dataset_id=ids["a"].dataset_id)  # classes a, b, c = 0, 1, 2
+    round_ = _mining_round(ids["a"].dataset)
+    evidence = _noisy_evidence(neighbour_votes=NeighbourVotes(nearest_identity=4, best_other_label=1, neighbours=5))
+    candidate = FlagCandidate(kind="noisy", score=1.0, index=0, label=0, suggestion="relabel", target_label=1,
+                              evidence=evidence)
+    mined = evidence_json(evidence)
+    round_publish(round_id=round_.pk, worker="w", candidates=[candidate], index_to_face=snapshot.face_ids,
+                  class_to_identity=snapshot.identity_ids)
+    published = Flag.objects.get(round=round_).evidence
+    row_face = dict(enumerate(snapshot.face_ids))
+    assert published["version"] == VERSION and published["theta_y_deg"] == 84.0
+    assert published["nearest_identity_id"] == ids["b"].pk
+    assert published["reference_face_ids"] == {"own": [int(row_face[0]), int(row_face[2])],
+                                               "nearest": [int(row_face[3])]}
+    assert published["neighbour_votes"] == {"nearest_identity": 4, "best_other_label": 1, "neighbours": 5}
+    assert not {"nearest_identity", "reference_faces"} & set(published)
+    assert evidence_json(candidate.evidence) == mined  # the mining's own record is left alone
+
+
+# Version 1 rows as rounds before the contract stored them (no "version"; the angle to the own
+# centre under three names, the norm's z-score under two, row numbers beside the ids), and the
+# same measures as this version stores them: both read alike.
+def _stored_pairs(face_id: int, bob: int) -> list[tuple[str, dict, dict]]:
+    new_noisy = evidence_published(evidence_json(_noisy_evidence()), face=lambda i: face_id, identity=lambda c: bob)
+    old_noisy = {"reason": "closed_set", "band": "noisy", "theta_y_deg": 84.0, "theta_1_deg": 51.5, "margin_deg": 32.5,
+                 "nearest_identity": 1, "angle_own_centre_deg": 84.0, "angle_nearest_other_centre_deg": 51.5,
+                 "angle_own_prototype_centre_deg": 84.0, "reference_faces": {"own": [0, 2], "nearest": [3]},
+                 "reference_face_ids": {"own": [face_id, face_id], "nearest": [face_id]},
+                 "nearest_identity_id": bob, "cos_own_prototypes": 0.31, "cos_nearest_prototypes": 0.55,
+                 "geometry": "embedding", "centre": "normalised mean embedding", "search": "exact",
+                 "score_rule": "theta_y - theta_1 - noise_margin (degrees)"}
+    old_low = {"norm_z": -2.0, "norm": 2.05, "norm_source": "norms", "median_norm": 24.0, "log_norm_z": -2.0,
+               "reasons": ["low norm"]}
+    new_low = {"version": VERSION, "norm_z": -2.0, "norm": 2.05, "norm_source": "norms", "median_norm": 24.0,
+               "reasons": ["low norm"]}
+    oldest = {"theta_y": 81.0, "theta_1": 52.0, "norm": 21.5}  # tests.factories' default, the first shape
+    current = {"version": VERSION, "theta_y_deg": 81.0, "theta_1_deg": 52.0, "norm": 21.5}
+    return [("noisy", old_noisy, new_noisy), ("low_norm", old_low, new_low), ("noisy", oldest, current)]
+
+
+def test_old_evidence_shapes_read_like_the_current_contract():
+    for kind, old, new in _stored_pairs(face_id=7, bob=3):
+        assert evidence_lines(old, kind=kind) == evidence_lines(new, kind=kind) != []
+        assert summary(old) == summary(new)
+        assert raw_numbers(old) == raw_numbers(new)
+    assert ("θy: angle to its own identity (°)", "84") in raw_numbers(_stored_pairs(7, 3)[0][1])
+    # No alias, no row number, no version among the numbers shown.
+    shown = {label for _, old, _ in _stored_pairs(7, 3) for label, _ in raw_numbers(old)}
+    assert not {"angle_own_centre_deg", "log_norm_z", "nearest_identity", "version", "theta_y"} & shown
+
+
+def test_an_old_row_and_a_new_row_show_the_same_evidence_on_the_page(client, user, world):
+    face_id = FaceFactory(identity=world.alice).pk
+    kind, old, new = _stored_pairs(face_id, world.bob.pk)[0]
+    flags = [noisy(world, 0.9, evidence=old), noisy(world, 0.8, evidence=new)]
+    client.force_login(user)
+    html = client.get(queue_url(world)).content.decode()
+    shown = [re.search(r'<div class="fc-evidence">.*?</details>', card_html(html, f.pk), re.S).group(0)
+             for f in flags]
+    assert shown[0] == shown[1] and "Looks more like" in shown[0] and "<dd>84</dd>" in shown[0]
