@@ -36,13 +36,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ml.io.atomic import atomic_open
-
-FOLDS_FILE = "folds.npy"
-EMBEDDINGS_DIR = "embeddings"
-
-
-def fold_dir(run_dir: Path, fold: int) -> Path:
-    return Path(run_dir) / f"fold-{fold}"
+from ml.run_folder import EMBEDDINGS_DIR, FOLDS_FILE, fold_dir  # noqa: F401 (named here too)
 
 
 def assign_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -28,11 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ml.data.dataset import FaceItem, collate_faces
 from ml.io.atomic import write_text_atomic
-
-EMBEDDINGS_FILE = "embeddings.npy"
-NORMS_FILE = "norms.npy"
-PROGRESS_FILE = "progress.json"
-UNREADABLE_FILE = "unreadable.json"
+from ml.run_folder import (  # noqa: F401 (the names are ml.embed's too)
+    EMBEDDINGS_FILE,
+    NORMS_FILE,
+    PROGRESS_FILE,
+    UNREADABLE_FILE,
+    ExtractionFolder,
+)
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,8 @@ class EmbeddingResult:
 def load_extraction(folder: str | os.PathLike, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings memory-mapped, norms, readable mask) of a finished extraction folder, in the
     layout above (the pretrained extractor writes the same)."""
-    folder = Path(folder)
-    readable = np.ones(count, dtype=bool)
-    readable[json.loads((folder / UNREADABLE_FILE).read_text(encoding="utf-8"))] = False
-    return np.load(folder / EMBEDDINGS_FILE, mmap_mode="r"), np.load(folder / NORMS_FILE), readable
+    found = ExtractionFolder(Path(folder)).read(count)
+    return found.embeddings, found.norms, found.readable
 
 
 class _Rows(Dataset):

@@ -36,8 +36,6 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from ml.io.budget import IMAGE_MAX_PIXELS
-
 from ml.embed import (
     EMBEDDINGS_FILE,
     NORMS_FILE,
@@ -47,11 +45,12 @@ from ml.embed import (
     _read_progress,
     _write_json,
 )
+from ml.io.budget import IMAGE_MAX_PIXELS
+from ml.run_folder import ALIGNMENT_FILE
 
 MODEL_NAME = "dlib_resnet_v1"
 DESCRIPTION = "dlib ResNet face descriptor (pretrained, 128-d)"
 DIM = 128
-ALIGNMENT_FILE = "alignment.npy"
 DETECTED, WHOLE_IMAGE, NOT_READ = 1, 0, -1
 MODELS_PACKAGE = "face_recognition_models"
 MODEL_FILES = {

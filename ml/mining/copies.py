@@ -29,8 +29,8 @@ from typing import Callable
 
 import numpy as np
 
-from ml.io.atomic import atomic_open
 from ml.evidence import NearDuplicateEvidence
+from ml.io.atomic import atomic_open
 from ml.io.budget import IMAGE_MAX_PIXELS
 
 from ml.mining.candidate import NEAR_DUPLICATE, FlagCandidate
@@ -335,12 +335,13 @@ def _components(pairs: np.ndarray) -> list[list[int]]:
 
 def _own_centre_cosines(embeddings, labels, rows, faces, batch_size) -> dict[int, float]:
     """Per face in `faces`: cosine to its own identity's centre with the face left out."""
-    from ml.mining.prototypes import leave_one_out_cosine, mean_centres
+    from ml.centres import identity_centres
+    from ml.mining.prototypes import leave_one_out_cosine
 
     count = int(labels[rows].max()) + 1
-    sizes, centres, sum_norm = mean_centres(embeddings, labels, rows, count, batch_size)
+    found = identity_centres(embeddings, labels, rows, count, batch_size=batch_size)
     faces = np.asarray(sorted(faces), dtype=np.int64)
-    cos = leave_one_out_cosine(embeddings, labels, faces, sizes, centres, sum_norm, batch_size)
+    cos = leave_one_out_cosine(embeddings, labels, faces, found.sizes, found.centres, found.sum_norm, batch_size)
     return {int(f): float(c) for f, c in zip(faces, cos)}
 
 

@@ -1,7 +1,6 @@
 """Per-identity geometry from embeddings alone: sizes, centres and reference faces.
 
-- centre: the normalised mean embedding of an identity's faces. Scattered noise (faces of many
-  other people) barely turns it, so it is what duplicate identities are compared by.
+- centre: the normalised mean embedding of an identity's faces (ml.centres, the one definition).
 - prototypes: Deep Self-Learning's densest faces (ml.train.selflearn.find_prototypes), the
   reference faces shown to a reviewer. Their normalised mean stands in for the dominant
   sub-centre when there is no head; x · (their plain mean) is the mean cosine of x to them.
@@ -15,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ml.mining.search import batches, one_torch_thread, unit_rows
+from ml.centres import identity_centres, unit_rows
+from ml.mining.search import batches, one_torch_thread
 from ml.train.selflearn import find_prototypes
 
 
@@ -42,19 +42,6 @@ class Identities:
         if not 0 <= c < self.count:
             return []
         return [int(i) for i in self.members[c] if i >= 0]
-
-
-def mean_centres(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int,
-                 batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sizes, unit mean embeddings, norms of the sums) per class over the given rows."""
-    sums = torch.zeros((count, embeddings.shape[1]), dtype=torch.float32)
-    for part in batches(len(rows), batch_size):
-        chunk = rows[part]
-        sums.index_add_(0, torch.from_numpy(labels[chunk].astype(np.int64)),
-                        torch.from_numpy(unit_rows(embeddings, chunk)))
-    sizes = np.bincount(labels[rows], minlength=count)
-    centres = torch.nn.functional.normalize(sums, dim=1).numpy()
-    return sizes, centres, sums.norm(dim=1).numpy().astype(np.float64)
 
 
 def identity_prototypes(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int, *,
@@ -98,7 +85,8 @@ def prototype_means(embeddings: np.ndarray, members: np.ndarray, batch_size: int
 def build_identities(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, *, p: int = 3,
                      samples_per_identity: int = 64, seed: int = 0, batch_size: int = 32_768) -> Identities:
     count = int(labels[rows].max()) + 1 if len(rows) else 0
-    sizes, centres, sum_norm = mean_centres(embeddings, labels, rows, count, batch_size)
+    found = identity_centres(embeddings, labels, rows, count, batch_size=batch_size)
+    sizes, centres, sum_norm = found.sizes, found.centres, found.sum_norm
     members = identity_prototypes(embeddings, labels, rows, count, p=p, samples_per_identity=samples_per_identity,
                                   seed=seed, batch_size=batch_size)
     return Identities(sizes, centres, sum_norm, members, prototype_means(embeddings, members, batch_size))
@@ -115,7 +103,7 @@ def own_centre_cosine(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarr
 
 def leave_one_out_cosine(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, sizes: np.ndarray,
                          centres: np.ndarray, sum_norm: np.ndarray, batch_size: int) -> np.ndarray:
-    """own_centre_cosine from mean_centres' (sizes, centres, sum norms), the faces at `rows`
+    """own_centre_cosine from ml.centres.identity_centres' (sizes, centres, sum norms), the faces at `rows`
     among those the centres were made of."""
     own = labels[rows].astype(np.int64)
     dot = row_dot(embeddings, rows, centres, own, batch_size).astype(np.float64) * sum_norm[own]

@@ -20,6 +20,8 @@ import faiss
 import numpy as np
 import torch
 
+from ml.centres import unit_rows  # noqa: F401 (mining reads rows through it)
+
 MAX_EXACT_BASE = 262_144      # a float32 copy of at most ~0.5 GB at 512-d
 BLOCK_ELEMENTS = 1 << 24      # cosine block size (64 MB of float32) inside a cell
 
@@ -27,14 +29,6 @@ BLOCK_ELEMENTS = 1 << 24      # cosine block size (64 MB of float32) inside a ce
 def batches(count: int, size: int) -> Iterator[slice]:
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
-
-
-def unit_rows(matrix: np.ndarray, rows: np.ndarray | slice | None = None) -> np.ndarray:
-    """The chosen rows as float32 unit vectors (float16 storage drifts from unit length); an
-    all-zero row (an unreadable image) stays zero."""
-    x = np.asarray(matrix if rows is None else matrix[rows], dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def row_norms(matrix: np.ndarray, batch_size: int) -> np.ndarray:

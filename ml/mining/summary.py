@@ -15,7 +15,8 @@ round_summary() returns a small JSON-safe dict (plain lists, ints, rounded float
   flagged low norms, their threshold.
 - "flags": mining's candidates per kind (the review app replaces these by what it publishes).
 
-numpy only: the review app calls it, and ml never imports Django.
+numpy (and torch inside ml.centres for the identity centres): the review app calls it, and ml
+never imports Django.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ml.centres import identity_centres, unit_rows
 from ml.evidence import evidence_json
 
 EASY, HARD, NOISY = 0, 1, 2
@@ -89,37 +91,18 @@ def stratified_sample(bands: np.ndarray, max_points: int, seed: int = 0) -> np.n
     return np.sort(np.concatenate(chosen)) if chosen else np.arange(0)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def class_centres(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    """(count, D) unit mean embeddings per class over `rows`, summed in label-sorted batches
-    (reduceat), so a memory-mapped million rows are read once and never copied whole."""
-    sums = np.zeros((count, embeddings.shape[1]), dtype=np.float64)
-    order = rows[np.argsort(labels[rows], kind="stable")]
-    for start in range(0, len(order), _ROWS_PER_BATCH):
-        chunk = np.sort(order[start:start + _ROWS_PER_BATCH])  # sorted reads of a memory map
-        chunk = chunk[np.argsort(labels[chunk], kind="stable")]
-        chunk_labels = labels[chunk]
-        starts = np.flatnonzero(np.r_[True, chunk_labels[1:] != chunk_labels[:-1]])
-        sums[chunk_labels[starts]] += np.add.reduceat(_unit(embeddings[chunk]), starts, axis=0)
-    return _unit(sums)
-
-
 def embedding_angles(embeddings: np.ndarray, labels: np.ndarray, rows: np.ndarray,
                      sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(theta_y, theta_1) in degrees of the `sample` rows to their own class centre and the
     nearest other one; centres from every row in `rows`."""
     count = int(labels[rows].max()) + 1
-    centres = class_centres(embeddings, labels, rows, count)
+    centres = identity_centres(embeddings, labels, rows, count, batch_size=_ROWS_PER_BATCH).centres
     present = np.bincount(labels[rows], minlength=count) > 0
     theta_y = np.empty(len(sample))
     theta_1 = np.empty(len(sample))
     for start in range(0, len(sample), _CENTRE_BATCH):
         part = sample[start:start + _CENTRE_BATCH]
-        cos = _unit(embeddings[part]) @ centres.T
+        cos = unit_rows(embeddings, part) @ centres.T
         cos[:, ~present] = -np.inf
         own = labels[part]
         theta_y[start:start + len(part)] = cos[np.arange(len(part)), own]

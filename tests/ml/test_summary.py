@@ -5,8 +5,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ml.centres import identity_centres
 from ml.mining.summary import (
-    EASY, HARD, NOISY, bands_of, class_centres, norm_histogram, round_summary, stratified_sample,
+    EASY, HARD, NOISY, bands_of, norm_histogram, round_summary, stratified_sample,
 )
 
 
@@ -79,7 +80,7 @@ def test_summary_from_embeddings_alone_finds_the_mislabelled_face_noisy():
 
 def test_centres_are_unit_means_per_class():
     x = np.array([[1, 0], [0, 1], [2, 0]], dtype=np.float32)
-    centres = class_centres(x, np.array([0, 0, 1]), np.arange(3), 2)
+    centres = identity_centres(x, np.array([0, 0, 1]), np.arange(3), 2).centres
     assert np.allclose(centres, [[np.sqrt(.5), np.sqrt(.5)], [1, 0]], atol=1e-6)
 
 
