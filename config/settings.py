@@ -46,7 +46,7 @@ RUNS_ROOT = MEDIA_ROOT / "runs"
 # The most pixels the web process decodes for one thumbnail or image conversion; a larger image
 # gets a placeholder. One bound with --verify-images and training: defined (with its environment
 # override IMAGE_MAX_PIXELS) in ml.io.budget, since ml never imports Django.
-from ml.io.budget import IMAGE_MAX_PIXELS  # noqa: E402
+from ml.api import IMAGE_MAX_PIXELS  # noqa: E402
 
 INSTALLED_APPS = [
     "django.contrib.admin",

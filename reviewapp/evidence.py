@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ml.evidence import evidence_read
+from ml.api import evidence_read
 
 from .models import Flag
 

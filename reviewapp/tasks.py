@@ -1,22 +1,17 @@
 """Celery tasks: thin wrappers that load ids and call one service."""
 import logging
-import os
-import socket
 import threading
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 from django.db import connection
 
-from .services.jobs import job_execute, jobs_sweep, sweep_seconds
-from .services.rounds import ROUNDS_QUEUE
+from .queueing import ROUNDS_QUEUE
+from .services.jobs import job_execute, jobs_sweep
+from .services.round_recovery import rounds_sweep
+from .services.workers import sweep_seconds, worker_name
 
 log = logging.getLogger("reviewapp.jobs")
-
-
-def worker_name(hostname: str | None = None) -> str:
-    """Unique per process: a restarted worker must not pass for the one that died."""
-    return f"{hostname or socket.gethostname()}:{os.getpid()}"
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
@@ -84,4 +79,4 @@ def _stop_sweeping(**kwargs) -> None:
 
 
 # Celery's autodiscovery loads this module only: the round tasks live beside it.
-from .tasks_rounds import consumed_queues, recover_rounds_task, rounds_sweep, run_round_task  # noqa: E402,F401
+from .tasks_rounds import consumed_queues, recover_rounds_task, run_round_task  # noqa: E402,F401

@@ -2,29 +2,28 @@
 
 Every list is keyset-paginated on id (no OFFSET, no COUNT over a dataset's faces), and each
 page costs a fixed number of queries however many rows it shows. Nearest identities come
-from the latest published round's embeddings: the identity centres are computed once per
-round, cached beside the run, and searched with faiss (never a faces x identities matrix).
+from the latest published round's identity index (ml.api): its centres are written once, when
+the round publishes, and searched with faiss (never a faces x identities matrix).
 """
 from __future__ import annotations
 
-import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 from django_filters import FilterSet
 
+from ml.api import IdentityIndex, face_query, identity_index_load
+
 from ..evidence import main_numbers
 from ..evidence import summary as evidence_summary
 from ..kinds import KIND_ORDER, kind_title
 from ..access import may_see
 from ..models import Decision, Face, Flag, Identity, Round
+from ..runs import round_key, round_run_folder, round_search_embeddings
 from .undo import UNDOABLE, undo_blockers, undo_links
 
 log = logging.getLogger("reviewapp.identities")
@@ -35,7 +34,6 @@ HISTORY_PAGE = 50
 SEARCH_LIMIT = 20
 # The box a flag draws on a face card (faceclean.css): noisy red, hard yellow.
 BOX_CLASS = {Flag.Kind.NOISY: "box-noisy", Flag.Kind.HARD: "box-hard"}
-CENTRES_FILE = "identity_centres.npz"
 
 
 # -- identities and their faces --------------------------------------------------------------------
@@ -216,108 +214,15 @@ def identities_by_name(*, dataset_id: int, q: str, exclude: set[int] = frozenset
 
 # -- nearest identities ----------------------------------------------------------------------------
 
-def _run_dir(round_: Round) -> Path:
-    from ..tasks_rounds import run_dir_of
-
-    return run_dir_of(round_.pk)
-
-
-def _embeddings_path(round_: Round) -> Path:
-    """Rows in the order of the round's snapshot (faces.npz): the extraction (trained or
-    pretrained model, or user rows matched by path), else the file an "embeddings" round was
-    given with its rows already in that order. A training round has one extraction per fold
-    model (ml.crossfit); the first fold's embeds every face in one space."""
-    extracted = _run_dir(round_) / "embeddings" / "embeddings.npy"
-    if round_.method == Round.Method.EMBEDDINGS and not extracted.exists():
-        return Path(str(round_.config.get("embeddings", "")))
-    first_fold = _run_dir(round_) / "fold-0" / "embeddings" / "embeddings.npy"
-    return first_fold if not extracted.exists() and first_fold.exists() else extracted
+def _round_index(round_: Round) -> IdentityIndex | None:
+    """The round's identity index, written when the round published (services.round_pipeline);
+    None when this machine holds no centres file of this round. Read only: a GET never writes."""
+    return identity_index_load(round_run_folder(round_.pk).identity_centres, key=round_key(round_))
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    rows = np.nan_to_num(np.asarray(rows, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.maximum(norms, 1e-12)
-
-
-def compute_identity_centres(embeddings: np.ndarray, labels: np.ndarray, count: int,
-                             skip: np.ndarray | None = None, chunk: int = 32_768) -> np.ndarray:
-    """Unit mean of the unit embeddings of each class, in slices (the file may be larger
-    than memory); rows in `skip` (unreadable images) count for nothing. Costs one pass
-    over the embeddings (seconds per million rows): done once per round, then cached."""
-    sums = np.zeros((count, embeddings.shape[1]), dtype=np.float32)
-    for start in range(0, len(labels), chunk):
-        raw = np.asarray(embeddings[start:start + chunk])
-        rows = _unit(raw)
-        rows[~np.isfinite(raw).all(axis=1)] = 0.0
-        if skip is not None:
-            rows[skip[start:start + chunk]] = 0.0
-        np.add.at(sums, labels[start:start + chunk], rows)
-    return _unit(sums)
-
-
-def identity_centres_file(*, round_: Round) -> Path | None:
-    """The round's identity centres file, computed and written on first use (a publish hook
-    may call this to have it ready). None when this machine does not hold the round's files."""
-    from ..services.round_data import SNAPSHOT_FILE, load_round_faces, round_key
-
-    run_dir = _run_dir(round_)
-    path = run_dir / CENTRES_FILE
-    if path.exists():
-        return path
-    faces = load_round_faces(run_dir / SNAPSHOT_FILE, round_key=round_key(round_))
-    embeddings_path = _embeddings_path(round_)
-    if faces is None or not embeddings_path.is_file():
-        return None
-    embeddings = np.load(embeddings_path, mmap_mode="r", allow_pickle=False)
-    if embeddings.ndim != 2 or len(embeddings) != len(faces):
-        log.warning("round %s: %s does not match its %d faces", round_.pk, embeddings_path, len(faces))
-        return None
-    skip = np.zeros(len(faces), dtype=bool)
-    unreadable = embeddings_path.parent / "unreadable.json"
-    if unreadable.exists():
-        skip[json.loads(unreadable.read_text(encoding="utf-8"))] = True
-    centres = compute_identity_centres(embeddings, faces.labels, faces.num_classes, skip)
-    partial = run_dir / f"{CENTRES_FILE}.{os.getpid()}.tmp.npz"
-    np.savez(partial, centres=centres.astype(np.float32), identity_ids=faces.identity_ids,
-             face_ids=faces.face_ids, round_key=np.array(round_key(round_)))
-    os.replace(partial, path)  # atomic: a concurrent request reads all or nothing
-    return path
-
-
-@lru_cache(maxsize=2)
-def _centre_index(path: str, mtime_ns: int, key: str):
-    """(identity_ids, face_ids, centres, faiss inner-product index) of a centres file, or
-    None when the file belongs to another round (a leftover run folder)."""
-    import faiss
-
-    with np.load(path) as data:
-        if str(data["round_key"]) != key:
-            return None
-        centres, identity_ids, face_ids = data["centres"], data["identity_ids"], data["face_ids"]
-    index = faiss.IndexFlatIP(centres.shape[1])
-    index.add(np.ascontiguousarray(centres, dtype=np.float32))
-    return identity_ids, face_ids, centres, index
-
-
-def _round_index(round_: Round):
-    from ..services.round_data import round_key
-
-    path = identity_centres_file(round_=round_)
-    if path is None:
-        return None
-    return _centre_index(str(path), path.stat().st_mtime_ns, round_key(round_))
-
-
-def _face_embedding(round_: Round, face_ids: np.ndarray, face_id: int) -> np.ndarray | None:
-    row = int(np.searchsorted(face_ids, face_id))
-    if row >= len(face_ids) or face_ids[row] != face_id:
-        return None  # a face the round did not see
-    try:
-        embeddings = np.load(_embeddings_path(round_), mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    return _unit(embeddings[row:row + 1])
+def _face_query(round_: Round, index: IdentityIndex, face_id: int) -> np.ndarray | None:
+    row = index.face_row(face_id)
+    return None if row is None else face_query(round_search_embeddings(round_), row)
 
 
 def _flag_suggestions(round_: Round, face_id: int, class_identities: np.ndarray | None) -> list[int]:
@@ -356,26 +261,16 @@ def nearest_identities(*, dataset_id: int, face: Face | None = None, identity: I
         return Nearest([], {}, "No published round yet: nearest identities need one.")
     exclude = {face.identity_id} if face is not None else {identity.pk}
     loaded = _round_index(round_)
-    identity_ids = face_ids = None
     ranked: list[int] = []
     scores: dict[int, float] = {}
     if loaded is not None:
-        identity_ids, face_ids, centres, index = loaded
-        query = None
-        if face is not None:
-            query = _face_embedding(round_, face_ids, face.pk)
-        else:
-            row = int(np.searchsorted(identity_ids, identity.pk))
-            if row < len(identity_ids) and identity_ids[row] == identity.pk:
-                query = centres[row:row + 1]
+        query = _face_query(round_, loaded, face.pk) if face is not None else loaded.centre_of(identity.pk)
         if query is not None:
-            k = min(limit + len(exclude) + 1, len(identity_ids))
-            sims, rows = index.search(np.ascontiguousarray(query, dtype=np.float32), k)
-            for sim, row in zip(sims[0], rows[0]):
-                if row >= 0:
-                    ranked.append(int(identity_ids[row]))
-                    scores.setdefault(int(identity_ids[row]), float(sim))
-    suggested = _flag_suggestions(round_, face.pk, identity_ids) if face is not None else []
+            for identity_id, similarity in loaded.nearest(query, limit + len(exclude) + 1):
+                ranked.append(identity_id)
+                scores.setdefault(identity_id, similarity)
+    class_identities = loaded.identity_ids if loaded is not None else None
+    suggested = _flag_suggestions(round_, face.pk, class_identities) if face is not None else []
     options = _options(suggested + ranked, dataset_id, exclude)[:limit]
     note = "" if options else f"Round {round_.number} holds no embedding for this {'face' if face else 'identity'}."
     return Nearest(options, scores, note)

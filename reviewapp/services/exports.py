@@ -38,8 +38,7 @@ from django.db import connection, transaction
 from django.http import Http404
 from PIL import Image
 
-from ml.io.atomic import atomic_path
-from ml.io.recordio import RecordWriter, pack_image
+from ml.api import RecordWriter, atomic_path, pack_image
 
 from ..models import Dataset, Decision, Face, Source
 from ..selectors.active_faces import MergeCycle, active_faces_count, active_faces_query

@@ -7,9 +7,7 @@ from django.conf import settings
 from django.http import Http404
 from PIL import Image, ImageDraw, ImageOps
 
-from ml.io.atomic import write_bytes_atomic
-from ml.io.budget import over_budget
-from ml.io.recordio import RecordIOError, RecordReader, unpack_image
+from ml.api import RecordIOError, RecordReader, over_budget, unpack_image, write_bytes_atomic
 
 from ..models import Face, Source
 

@@ -21,8 +21,7 @@ from typing import Callable
 
 from django.db import connection, transaction
 
-from ml.io.filelist import scan_file_list
-from ml.io.scan import Progress, ScanResult, scan_folder, scan_recordio, shown_name
+from ml.api import Progress, ScanResult, scan_file_list, scan_folder, scan_recordio, shown_name
 
 from ..models import Dataset, Decision, Face, Identity, Source
 

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path, PurePath
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .. import queueing
 from ..models import Dataset, Job, Membership
+from .workers import HeartbeatThread, beat_seconds, setting_seconds, sweep_seconds
 
 log = logging.getLogger("reviewapp.jobs")
 # Jobs of reviewers' work (deciding flags, undoing a batch): every member of the dataset sees
@@ -40,11 +41,11 @@ NAME_MAX = 200
 
 
 def stale_seconds() -> float:
-    return float(getattr(settings, "JOB_STALE_SECONDS", os.environ.get("JOB_STALE_SECONDS", 60)))
+    return setting_seconds("JOB_STALE_SECONDS", 60)
 
 
 def heartbeat_seconds() -> float:
-    return max(0.2, min(5.0, stale_seconds() / 4))
+    return beat_seconds(stale_seconds(), at_most=5.0)
 
 
 def data_root() -> Path:
@@ -102,7 +103,7 @@ def part_idle_seconds() -> float:
     export writes its file as the rows stream in: the longest pause is the query before the first
     row (seconds on a million faces, see exports._snapshot). And were a live writer's file
     removed, it fails on its final rename and the job is failed; no half file is ever published."""
-    return float(getattr(settings, "EXPORT_PART_IDLE_SECONDS", os.environ.get("EXPORT_PART_IDLE_SECONDS", 3600)))
+    return setting_seconds("EXPORT_PART_IDLE_SECONDS", 3600)
 
 
 def _partial_files(folder: Path):
@@ -135,30 +136,11 @@ def exports_remove_abandoned() -> int:
     return removed
 
 
-def sweep_seconds() -> float:
-    """How often each worker sweeps (reviewapp.tasks): fails jobs whose worker died, sends
-    queued jobs whose message was lost. Settings win over the environment."""
-    return float(getattr(settings, "RECOVERY_SWEEP_SECONDS", os.environ.get("RECOVERY_SWEEP_SECONDS", 30)))
-
-
-def _enqueue(job_id: int, expires: float | None = None) -> bool:
-    """Send the job's task. With the broker unreachable the job stays queued, committed, and
-    the periodic sweep (jobs_requeue_lost) sends it once the broker is back: starting a job
-    never fails on the broker. False when it was not sent."""
-    from ..tasks import run_job_task  # the task module imports this one
-
-    try:
-        run_job_task.apply_async(kwargs={"job_id": job_id}, expires=expires)
-    except Exception as exc:  # kombu's OperationalError, a refused or reset connection, ...
-        log.warning("job %s stays queued, the broker is unreachable (%s); the sweep sends it later", job_id, exc)
-        return False
-    return True
-
-
 def job_queue(*, kind: str, dataset: Dataset | None, user, params: dict) -> Job:
-    """Create a queued job of `kind`, sent to a worker once the caller's transaction commits."""
+    """Create a queued job of `kind`, sent to a worker once the caller's transaction commits
+    (reviewapp.queueing: with the broker unreachable it stays queued for the sweep)."""
     job = Job.objects.create(kind=kind, dataset=dataset, created_by=user, params=params)
-    transaction.on_commit(lambda: _enqueue(job.pk))
+    transaction.on_commit(lambda: queueing.job_send(job.pk))
     return job
 
 
@@ -182,7 +164,7 @@ def job_import_start(*, path: str, name: str, fmt: str, user) -> Job:
         raise ValueError(f"a dataset named {name!r} already exists; choose another name")
     job = Job.objects.create(kind=Job.Kind.IMPORT, created_by=user,
                              params={"path": str(resolved), "name": name, "format": fmt})
-    transaction.on_commit(lambda: _enqueue(job.pk))
+    transaction.on_commit(lambda: queueing.job_send(job.pk))
     return job
 
 
@@ -192,7 +174,7 @@ def job_export_start(*, dataset: Dataset, user, fmt: str = "list") -> Job:
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     job = Job.objects.create(kind=Job.Kind.EXPORT, dataset=dataset, created_by=user, params={"format": fmt})
-    transaction.on_commit(lambda: _enqueue(job.pk))
+    transaction.on_commit(lambda: queueing.job_send(job.pk))
     return job
 
 
@@ -311,7 +293,7 @@ def jobs_requeue_lost() -> int:
                                  created_at__lt=timezone.now() - timedelta(seconds=period))
     sent = 0
     for job_id in waiting.values_list("pk", flat=True):
-        if not _enqueue(job_id, expires=2 * period):
+        if not queueing.job_send(job_id, expires=2 * period):
             break  # the broker is down: the next sweep tries again
         sent += 1
     return sent
@@ -326,33 +308,26 @@ def jobs_sweep() -> dict:
 
 
 class _Heartbeat:
-    """Writes the job's heartbeat (and latest progress) from a thread while the work runs."""
+    """Writes the job's heartbeat (and latest progress) from a thread while the work runs
+    (services.workers). A job taken away meanwhile finds out when it finishes (job_finish)."""
 
     def __init__(self, job_id: int, worker: str) -> None:
         self.job_id, self.worker, self.progress = job_id, worker, None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"job-{job_id}-heartbeat", daemon=True)
+        self._thread = HeartbeatThread(f"job-{job_id}", self._beat, heartbeat_seconds)
 
     def __enter__(self):
-        self._thread.start()
+        self._thread.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        self._thread.__exit__(*exc)
 
     def report(self, stage: str, done: int, total: int | None) -> None:
         self.progress = {"stage": stage, "done": int(done), "total": None if total is None else int(total)}
 
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(heartbeat_seconds()):
-                try:
-                    job_heartbeat(job_id=self.job_id, worker=self.worker, progress=self.progress)
-                except Exception:  # a database hiccup: the next beat tries again
-                    log.exception("job %s: heartbeat failed", self.job_id)
-        finally:
-            connection.close()  # this thread's own connection
+    def _beat(self) -> bool:
+        job_heartbeat(job_id=self.job_id, worker=self.worker, progress=self.progress)
+        return True
 
 
 # -- running ------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def snapshot_time(round_: Round) -> datetime:
     """When the round froze its training set, at the latest.
 
     round_claim stamps started_at on the round's first claim and never again (a worker taking over
-    a stale round keeps it), and tasks_rounds._training_set freezes faces.npz right after that
+    a stale round keeps it), and round_pipeline._training_set freezes faces.npz right after that
     first claim (after a later one only if the first worker died before writing it). So started_at
     is durable across resumes and never after the snapshot: whatever a reviewer decided at or
     after it may be missing from the snapshot. Rounds put straight into a stage (no claim) fall

@@ -27,16 +27,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ml.io.atomic import atomic_open
+from ml.api import atomic_open
 
 from ..models import Face, Identity, Round, Source
+from ..runs import round_key  # noqa: F401 (the snapshot's key; named here too)
 from ..selectors.active_faces import active_face_labels
 
-# ml is imported inside the functions: importing ml.train or ml.data loads torch, which the web
-# process should not pay for until it starts a round.
+# ml.api's heavy names are imported inside the functions: loading ml.train or ml.data loads torch,
+# which the web process should not pay for until it starts a round.
 
 SNAPSHOT_FILE = "faces.npz"
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "ml" / "configs"
 # method -> (config file, settings laid over it)
 METHOD_CONFIGS: dict[str, tuple[str, dict]] = {
     Round.Method.ARCFACE: ("cpu_small.py", {}),
@@ -119,11 +119,6 @@ def load_round_faces(path: Path, *, round_key: str) -> RoundFaces | None:
         return None
 
 
-def round_key(round_: Round) -> str:
-    """Tells this round's run folder from a leftover of another database (ids get reused)."""
-    return f"{round_.pk}:{round_.created_at.isoformat()}"
-
-
 # -- the images -----------------------------------------------------------------------------------
 
 class RoundFaceDataset:
@@ -160,7 +155,7 @@ class RoundFaceDataset:
 
 def round_face_dataset(faces: RoundFaces, *, dataset_id: int, transform) -> RoundFaceDataset:
     """The images of `faces` (removed since the snapshot or not), one FaceDataset per source."""
-    from ml.data.dataset import FaceDataset, FaceSample
+    from ml.api import FaceDataset, FaceSample
 
     sources = {s.pk: s for s in Source.objects.filter(dataset_id=dataset_id)}
     position = {int(face_id): i for i, face_id in enumerate(faces.face_ids)}
@@ -267,7 +262,7 @@ def round_train_config(method: str, round_config: Mapping[str, Any] | None = Non
     """The training configuration (a TrainConfig) of a round: the method's config file (the GPU
     preset's on a CUDA host, see round_preset), then Round.config. Raises ValueError for an
     unknown method or setting."""
-    from ml.train.config import load_config
+    from ml.api import train_config
 
     if method not in METHOD_CONFIGS:
         raise ValueError(f"method {method!r} does not train; choose from {sorted(METHOD_CONFIGS)}")
@@ -279,7 +274,7 @@ def round_train_config(method: str, round_config: Mapping[str, Any] | None = Non
     else:
         filename, preset = METHOD_CONFIGS[method]
         overrides = [f"{key}={value!r}" for key, value in _dotted(preset)]
-    return load_config(CONFIGS_DIR / filename, overrides + training_overrides(round_config or {}))
+    return train_config(filename, overrides + training_overrides(round_config or {}))
 
 
 def round_model_note(method: str, round_config: Mapping[str, Any] | None = None, *,
@@ -317,7 +312,7 @@ def round_model_note(method: str, round_config: Mapping[str, Any] | None = None,
 
 def round_mining_config(round_config: Mapping[str, Any]):
     """The MiningConfig of Round.config's "mining" object (thresholds; missing ones calibrate)."""
-    from ml.mining import MiningConfig
+    from ml.api import MiningConfig
 
     mining = round_config.get("mining", {})
     if not isinstance(mining, Mapping):
@@ -382,7 +377,7 @@ def _check_setting_types(values: Mapping[str, Any], cls, prefix: str = "") -> No
 
 def training_setting_types_check(round_config: Mapping[str, Any]) -> None:
     """Raises ValueError naming the first training setting of the wrong type."""
-    from ml.train.config import TrainConfig
+    from ml.api import TrainConfig
 
     _check_setting_types({k: v for k, v in round_config.items() if k not in ROUND_KEYS}, TrainConfig)
 
@@ -413,7 +408,7 @@ def clean_round_config(method: str, round_config: Mapping[str, Any] | None) -> d
                 if not os.path.isfile(str(round_config[key])):
                     raise ValueError(f"{key}: {round_config[key]!r} is not a file")
                 round_config[key] = os.path.abspath(str(round_config[key]))
-        from ml.io.embeddings_file import check_embeddings_file
+        from ml.api import check_embeddings_file
 
         check_embeddings_file(round_config["embeddings"], round_config.get("paths"))
         return round_config

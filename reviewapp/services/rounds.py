@@ -8,7 +8,7 @@ delivery claims nothing, a worker whose round was cancelled or taken over notice
 next heartbeat and stops, and flags are published exactly once.
 
 A round whose worker died (no heartbeat for stale_seconds()) can be claimed again; the new
-worker resumes from the run folder (see reviewapp.tasks_rounds). After max_attempts()
+worker resumes from the run folder (see services.round_pipeline). After max_attempts()
 claims a round fails instead, so that a round that kills its worker every time (e.g. out of
 memory) does not loop forever.
 """
@@ -26,13 +26,15 @@ from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from ml.evidence import evidence_json, evidence_published
+from ml.api import evidence_json, evidence_published
 
+from .. import queueing
 from ..models import Dataset, Decision, Flag, Round
+from ..queueing import ROUNDS_QUEUE  # noqa: F401 (named here too)
 from .publish_checks import flags_as_of_now, flags_supersede, snapshot_identities
 from .round_data import clean_round_config
+from .workers import setting_seconds
 
-ROUNDS_QUEUE = "rounds"
 QUEUED, PUBLISHED = Round.Status.QUEUED, Round.Status.PUBLISHED
 RUNNING = (Round.Status.TRAINING, Round.Status.EXTRACTING, Round.Status.MINING)
 ACTIVE = (QUEUED, *RUNNING)
@@ -43,9 +45,8 @@ class RoundConflict(Exception):
 
 
 def stale_seconds() -> float:
-    """How long a running round may go without a heartbeat before another worker may take it.
-    Settings win over the environment (the environment lets tests shorten it in a worker)."""
-    return float(getattr(settings, "ROUND_STALE_SECONDS", os.environ.get("ROUND_STALE_SECONDS", 120)))
+    """How long a running round may go without a heartbeat before another worker may take it."""
+    return setting_seconds("ROUND_STALE_SECONDS", 120)
 
 
 def max_attempts() -> int:
@@ -118,10 +119,8 @@ def round_start(*, dataset: Dataset, method: str, config: dict | None = None, us
     except IntegrityError:
         raise RoundConflict(f"another round of {dataset.name} was started at the same time") from None
     if enqueue:
-        from ..tasks_rounds import try_enqueue_round  # the task module imports this one
-
         # A broker outage leaves the round queued for the periodic sweep, never a failed request.
-        transaction.on_commit(lambda: try_enqueue_round(round_.pk))
+        transaction.on_commit(lambda: queueing.round_try_send(round_.pk))
     return round_
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from django.db import transaction
 
+from .. import queueing
 from ..models import Decision, Face, Flag, Identity, Job
 from ..selectors.undo import REFUSALS, UNDOABLE, undo_blockers
 from . import labels
@@ -198,12 +199,10 @@ def batch_undo_start(*, dataset, batch: uuid.UUID, user) -> BatchUndoResult | Jo
         raise ValueError("You took no decision in this batch")
     if count <= BATCH_IN_REQUEST:
         return batch_undo(dataset_id=dataset.pk, batch=batch, user=user)
-    from .jobs import _enqueue  # the one way a job reaches the broker (and the sweep's retry)
-
     with transaction.atomic():
         job = Job.objects.create(kind=Job.Kind.BATCH_UNDO, dataset=dataset, created_by=user,
                                  params={"batch": str(batch), "decisions": count})
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        transaction.on_commit(lambda: queueing.job_send(job.pk))
     return job
 
 

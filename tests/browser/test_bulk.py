@@ -9,6 +9,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
+from reviewapp import queueing
 from reviewapp.models import Decision, Face, Flag, Job
 from reviewapp.services import jobs as job_services
 from reviewapp.services import undo as undo_services
@@ -28,7 +29,7 @@ SAMPLE = 12    # selectors.bulk.SAMPLE_SIZE
 @pytest.fixture
 def no_broker(monkeypatch):
     """Jobs are queued in the database only: this test plays the worker."""
-    monkeypatch.setattr(job_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(queueing, "job_send", lambda job_id: None)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from ml.mining.summary import round_summary
-from reviewapp import tasks_rounds
+from reviewapp import queueing
 from reviewapp.models import Flag, Job, Membership, Round
 from reviewapp.services import jobs as job_services
 from reviewapp.services.exports import dataset_export
@@ -25,8 +25,8 @@ PASSWORD = "a-long-pass-123"
 @pytest.fixture
 def no_broker(monkeypatch):
     """Rounds and jobs are queued in the database only: this test plays the worker."""
-    monkeypatch.setattr(tasks_rounds, "enqueue_round", lambda round_id, countdown=None: None)
-    monkeypatch.setattr(job_services, "_enqueue", lambda job_id: None)
+    monkeypatch.setattr(queueing, "round_send", lambda round_id, countdown=None: None)
+    monkeypatch.setattr(queueing, "job_send", lambda job_id: None)
 
 
 @pytest.fixture

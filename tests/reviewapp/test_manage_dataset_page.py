@@ -216,9 +216,9 @@ def test_round_form_groups_fields_by_the_methods_that_take_them(client, dataset,
 
 
 def test_the_server_still_refuses_fields_of_another_method(client, dataset, admin, monkeypatch):
-    from reviewapp import tasks_rounds
+    from reviewapp import queueing
 
-    monkeypatch.setattr(tasks_rounds, "enqueue_round", lambda round_id, countdown=None: None)
+    monkeypatch.setattr(queueing, "round_send", lambda round_id, countdown=None: None)
     client.force_login(admin)
     response = client.post(reverse("round-start", args=[dataset.pk]), {"method": "pretrained", "epochs": "3"})
     assert response.status_code == 400

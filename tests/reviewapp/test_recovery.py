@@ -15,7 +15,7 @@ from config.celery import app
 from reviewapp.models import Job, Round
 from reviewapp.services import jobs
 from reviewapp.services.rounds import ROUNDS_QUEUE, round_start
-from reviewapp import tasks_rounds
+from reviewapp.services import round_recovery
 from tests.factories import FaceFactory, IdentityFactory, jpeg_bytes
 from tests.worker import celery_worker, purge_queues, wait_for
 
@@ -146,13 +146,13 @@ def test_starts_during_a_broker_outage_stay_queued_and_the_sweep_sends_them_late
     job_ids = set(Job.objects.filter(status="queued").values_list("pk", flat=True))
     round_id = Round.objects.get(dataset=dataset, status="queued").pk
     assert len(job_ids) == 2
-    assert jobs.jobs_sweep()["queued"] == 0 and tasks_rounds.rounds_sweep() == 0  # the broker is still down: no error
+    assert jobs.jobs_sweep()["queued"] == 0 and round_recovery.rounds_sweep() == 0  # the broker is still down: no error
 
     broker_down()  # the broker is back
     long_ago = timezone.now() - timedelta(minutes=5)
     Job.objects.filter(pk__in=job_ids).update(created_at=long_ago)
     Round.objects.filter(pk=round_id).update(created_at=long_ago)
-    assert jobs.jobs_sweep()["queued"] == 2 and tasks_rounds.rounds_sweep() == 1
+    assert jobs.jobs_sweep()["queued"] == 2 and round_recovery.rounds_sweep() == 1
 
     sent = _drain("default") + _drain(ROUNDS_QUEUE)
     assert sorted(kwargs.get("job_id", 0) for task, kwargs in sent if task.endswith("run_job_task")) == \

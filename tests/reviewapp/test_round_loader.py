@@ -3,7 +3,7 @@ workers: multiprocessing forbids it and the round would fail at its first batch.
 import multiprocessing
 
 from reviewapp.services.round_data import round_train_config
-from reviewapp.tasks_rounds import _loader_workers_allowed
+from reviewapp.services.round_pipeline import _loader_workers_allowed
 
 
 def _workers_in_child(queue):

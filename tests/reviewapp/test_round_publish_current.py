@@ -24,7 +24,7 @@ def people(db):
 
 
 class Snapshot:
-    """A round claimed and its training set frozen, as tasks_rounds does on a round's first start."""
+    """A round claimed and its training set frozen, as the round pipeline does on a round's first start."""
 
     def __init__(self, dataset, number):
         self.round = Round.objects.create(dataset=dataset, number=number, method="arcface")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from reviewapp import tasks_rounds
+from reviewapp.services import round_pipeline
 from reviewapp.models import Flag, Round
 from reviewapp.services.round_data import round_faces_current
 from reviewapp.services.rounds import confine_round_config, round_publish, round_start
@@ -67,7 +67,7 @@ def test_an_embeddings_round_publishes_chart_data(transactional_db, faces, setti
     round_ = round_start(dataset=faces[0].dataset, method="embeddings", enqueue=False,
                          config={"embeddings": str(tmp_path / "emb.npy")})
 
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "published"
 
     round_.refresh_from_db()
     summary = round_.summary
@@ -86,7 +86,7 @@ def test_a_summary_that_cannot_be_computed_does_not_stop_the_round(transactional
     monkeypatch.setattr(ml.mining.summary, "round_summary", lambda **kw: 1 / 0)
     round_ = round_start(dataset=faces[0].dataset, method="embeddings", enqueue=False,
                          config={"embeddings": str(tmp_path / "emb.npy")})
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "published"
     round_.refresh_from_db()
     assert "ZeroDivisionError" in round_.summary["error"]
 
@@ -121,7 +121,7 @@ def test_a_trained_round_charts_its_held_out_faces(transactional_db, att_root, s
     dataset_import(path=tmp_path / "att", name="att", fmt="folder")
     round_ = round_start(dataset=Dataset.objects.get(name="att"), method="arcface", config=TINY, enqueue=False)
 
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "published"
 
     summary = Round.objects.get(pk=round_.pk).summary
     angles, norms = summary["angles"], summary["norms"]

@@ -11,7 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from reviewapp import tasks_rounds
+from reviewapp import queueing
+from reviewapp.runs import round_run_folder
+from reviewapp.services import round_pipeline, round_recovery
 from reviewapp.models import Dataset, Face, Flag, Round, Source
 from reviewapp.services.imports import dataset_import
 from reviewapp.services.labels import face_relabel, face_remove, identity_merge
@@ -121,7 +123,7 @@ def test_start_numbers_rounds_refuses_a_second_active_one_and_enqueues_on_commit
         people, monkeypatch, django_capture_on_commit_callbacks):
     dataset = people[0]["a"].dataset
     queued = []
-    monkeypatch.setattr(tasks_rounds, "enqueue_round", lambda round_id, countdown=None: queued.append(round_id))
+    monkeypatch.setattr(queueing, "round_send", lambda round_id, countdown=None: queued.append(round_id))
     with django_capture_on_commit_callbacks(execute=True):
         first = round_start(dataset=dataset, method="arcface", config={"epochs": 1})
     assert (first.number, first.status, queued) == (1, "queued", [first.pk])
@@ -310,7 +312,7 @@ def test_inline_round_with_unreadable_images_publishes(transactional_db, att_cop
     round_ = round_start(dataset=Dataset.objects.get(name="att"), method="arcface", config=TINY, enqueue=False)
     seen = []
 
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here", on_progress=seen.append) == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here", on_progress=seen.append) == "published"
 
     round_.refresh_from_db()
     assert round_.status == "published" and round_.error == ""
@@ -330,14 +332,14 @@ def test_a_cancelled_queued_round_never_runs(transactional_db, people, settings,
     settings.RUNS_ROOT = tmp_path / "runs"
     round_ = round_start(dataset=people[0]["a"].dataset, method="arcface", enqueue=False)
     round_cancel(round_id=round_.pk)
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "not claimed"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "not claimed"
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_failing_round_records_its_error(transactional_db, people, settings, tmp_path):
     settings.RUNS_ROOT = tmp_path / "runs"  # the faces' files do not exist: nothing is readable
     round_ = round_start(dataset=people[0]["a"].dataset, method="arcface", config=TINY, enqueue=False)
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "failed"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "failed"
     round_.refresh_from_db()
     assert round_.status == "failed" and round_.error and round_.finished_at
 
@@ -346,7 +348,7 @@ def test_a_round_cannot_resume_past_training_without_its_run_folder(transactiona
     settings.RUNS_ROOT = tmp_path / "runs"
     round_ = _round(people[0]["a"].dataset, status="extracting", worker="gone",
                     heartbeat_at=timezone.now() - timedelta(hours=1), progress={"attempt": 1})
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "failed"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "failed"
     round_.refresh_from_db()
     assert round_.status == "failed" and "RUNS_ROOT" in round_.error
 
@@ -360,10 +362,10 @@ def test_recovery_requeues_unfinished_rounds_for_when_they_can_be_claimed(people
     stale = _round(DatasetFactory(), number=1, status="mining", heartbeat_at=now - timedelta(seconds=300))
     _round(dataset, number=4, status="published")
     calls = {}
-    monkeypatch.setattr(tasks_rounds, "enqueue_round",
+    monkeypatch.setattr(queueing, "round_send",
                         lambda round_id, countdown=None: calls.update({round_id: countdown}))
 
-    assert tasks_rounds.rounds_recover() == 3
+    assert round_recovery.rounds_recover() == 3
 
     assert calls[queued.pk] is None and calls[stale.pk] is None
     assert 65 <= calls[fresh.pk] <= 72  # stale in about 70 s, and one more to be sure
@@ -403,7 +405,7 @@ def test_command_refuses_bad_config_and_reports_a_failed_round(transactional_db,
     def worker_that_fails(round_id, countdown=None):
         Round.objects.filter(pk=round_id).update(status="failed", error="out of memory")
 
-    monkeypatch.setattr(tasks_rounds, "enqueue_round", worker_that_fails)
+    monkeypatch.setattr(queueing, "round_send", worker_that_fails)
     with pytest.raises(CommandError, match="failed") as info:
         call_command("run_round", dataset=name, method="arcface", wait=True, stdout=io.StringIO())
     assert info.value.returncode == 1
@@ -428,13 +430,13 @@ def test_a_round_flags_an_image_copied_under_another_identity(transactional_db, 
     round_ = round_start(dataset=Dataset.objects.get(name="copies"), method="embeddings",
                          config={"embeddings": str(emb)}, enqueue=False)
 
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "published"
 
     flag = Flag.objects.get(round=round_, kind="near_duplicate")
     pair = {Face.objects.get(pk=flag.face_id).path, Face.objects.get(pk=flag.other_face_id).path}
     assert pair == {"ann/0.jpg", "bob/copy.jpg"}
     assert flag.evidence["exact"] and not flag.evidence["same_identity"]
-    assert (tasks_rounds.run_dir_of(round_.pk) / tasks_rounds.FINGERPRINTS_FILE).is_file()
+    assert round_run_folder(round_.pk).fingerprints.is_file()
 
 
 def _textured_jpeg(rng) -> bytes:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from reviewapp import tasks_rounds
+from reviewapp.services import round_pipeline
 from reviewapp.models import Dataset, Face, Flag, Round
 from reviewapp.services import round_data
 from reviewapp.services.imports import dataset_import
@@ -136,7 +136,7 @@ def _rows(paths):
 def _run(dataset, config, settings, tmp_path) -> Round:
     settings.RUNS_ROOT = tmp_path / "runs"
     round_ = round_start(dataset=dataset, method="embeddings", config=config, enqueue=False)
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "published"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "published"
     round_.refresh_from_db()
     return round_
 
@@ -159,9 +159,9 @@ def test_npz_rows_in_any_order_are_matched_by_path_missing_faces_left_unjudged(
     assert not Flag.objects.filter(round=round_, face=missing).exists()
     assert not Flag.objects.filter(round=round_, other_face=missing).exists()
     # The matched rows are in face order in the run folder, where the identity search reads them.
-    from reviewapp.selectors.identities import _embeddings_path
+    from reviewapp.runs import round_search_embeddings
 
-    matched = np.load(_embeddings_path(round_))
+    matched = np.load(round_search_embeddings(round_))
     order = list(Face.objects.filter(dataset=dataset).order_by("pk").values_list("path", flat=True))
     expected = _rows(paths)[[paths.index(p) if p in paths else paths.index(str(root / p)) for p in order
                              if p != "a/1.jpg"]]
@@ -191,7 +191,7 @@ def test_a_file_naming_no_face_fails_the_round_saying_why(transactional_db, fold
     settings.RUNS_ROOT = tmp_path / "runs"
     round_ = round_start(dataset=dataset, method="embeddings", config={"embeddings": str(tmp_path / "emb.npz")},
                          enqueue=False)
-    assert tasks_rounds.execute_round(round_id=round_.pk, worker="here") == "failed"
+    assert round_pipeline.execute_round(round_id=round_.pk, worker="here") == "failed"
     round_.refresh_from_db()
     assert "no row of the embeddings file names a face" in round_.error
 
@@ -260,13 +260,13 @@ def test_a_pretrained_round_extracts_resumes_after_a_killed_worker_and_publishes
             raise Killed
 
     with pytest.raises(Killed):
-        tasks_rounds.execute_round(round_id=round_.pk, worker="first", on_progress=die_after_two_batches)
+        round_pipeline.execute_round(round_id=round_.pk, worker="first", on_progress=die_after_two_batches)
     round_.refresh_from_db()
     assert round_.status == "extracting"
     Round.objects.filter(pk=round_.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
 
     steps = []
-    outcome = tasks_rounds.execute_round(round_id=round_.pk, worker="second",
+    outcome = round_pipeline.execute_round(round_id=round_.pk, worker="second",
                                          on_progress=lambda p: steps.append(p.get("step")))
 
     assert outcome == "published"

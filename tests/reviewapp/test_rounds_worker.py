@@ -13,7 +13,8 @@ from reviewapp import tasks
 from reviewapp.models import Dataset, Flag, Round
 from reviewapp.services.imports import dataset_import
 from reviewapp.services.rounds import question_key, round_cancel, round_start
-from reviewapp.tasks_rounds import enqueue_round, run_dir_of
+from reviewapp.queueing import round_send
+from reviewapp.runs import round_run_folder
 from tests.worker import celery_worker, purge_queues, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -72,14 +73,14 @@ def _assert_published_once(round_: Round) -> None:
 
 def _checkpoint_steps(round_id: int) -> list[int]:
     """The first fold model's checkpoints (a training round trains one model per fold, ml.crossfit)."""
-    folder = run_dir_of(round_id) / "fold-0" / "checkpoints"
+    folder = round_run_folder(round_id).root / "fold-0" / "checkpoints"
     return sorted(int(p.stem.split("_")[1]) for p in folder.glob("step_*.pt")) if folder.exists() else []
 
 
 def test_round_is_published_once_despite_a_duplicate_delivery(att_dataset, worker_log):
     with celery_worker(extra_env=WORKER_ENV) as worker:
         round_ = round_start(dataset=att_dataset, method="arcface", config=TINY)  # queued on commit
-        enqueue_round(round_.pk)  # the same task delivered a second time
+        round_send(round_.pk)  # the same task delivered a second time
         assert wait_for(lambda: _ended(round_.pk), timeout=120), worker_log()
         _assert_published_once(round_)
         finished = Round.objects.get(pk=round_.pk).finished_at
@@ -100,7 +101,7 @@ def test_cancel_stops_a_training_round(att_dataset, worker_log):
     assert round_.status == "cancelled" and not Flag.objects.filter(round=round_).exists()
     # Two fold models, each on 20 of the 40 faces, 16 a batch: 1 step an epoch, 400 in all.
     trained = 0
-    for metrics in run_dir_of(round_.pk).glob("fold-*/metrics.jsonl"):
+    for metrics in round_run_folder(round_.pk).root.glob("fold-*/metrics.jsonl"):
         trained += json.loads(metrics.read_text().splitlines()[-1])["step"]
     assert 1 <= trained < 2 * 200
 
@@ -123,4 +124,4 @@ def test_killed_worker_round_resumes_from_its_checkpoint(att_dataset, worker_log
     round_.refresh_from_db()
     assert round_.progress["attempt"] == 2 and round_.worker != killed.worker
     assert 2 <= round_.progress["resumed_from_step"] < 6
-    assert "resumed from step_" in (run_dir_of(round_.pk) / "fold-0" / "train.log").read_text()
+    assert "resumed from step_" in (round_run_folder(round_.pk).root / "fold-0" / "train.log").read_text()

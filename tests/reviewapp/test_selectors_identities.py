@@ -3,11 +3,13 @@ round's embeddings, and the history with its filters."""
 import numpy as np
 import pytest
 
+from ml.api import RunFolder, identity_centres
 from reviewapp.api.filters import HistoryFilter
 from reviewapp.models import Decision, Flag, Round
 from reviewapp.selectors import identities as sel
 from reviewapp.services import labels
 from reviewapp.services.round_data import SNAPSHOT_FILE, RoundFaces, round_key, save_round_faces
+from reviewapp.services.round_pipeline import round_centres_write
 from reviewapp.services.undo import decision_undo
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory, RoundFactory
 
@@ -15,8 +17,9 @@ DIM = 8
 
 
 def write_round_run(runs_root, round_, face_rows):
-    """A published round's run folder as the worker leaves it: faces.npz and
-    embeddings/embeddings.npy, rows in face-id order. face_rows: [(face, vector)]."""
+    """A published round's run folder as the worker leaves it: faces.npz,
+    embeddings/embeddings.npy (rows in face-id order) and the identity centres it writes when the
+    round publishes. face_rows: [(face, vector)]."""
     face_rows = sorted(face_rows, key=lambda fr: fr[0].pk)
     face_ids = np.array([f.pk for f, _ in face_rows], dtype=np.int64)
     identity_ids, labels_ = np.unique([f.identity_id for f, _ in face_rows], return_inverse=True)
@@ -25,6 +28,7 @@ def write_round_run(runs_root, round_, face_rows):
                      run_dir / SNAPSHOT_FILE, round_key=round_key(round_))
     (run_dir / "embeddings").mkdir(parents=True)
     np.save(run_dir / "embeddings" / "embeddings.npy", np.array([v for _, v in face_rows], dtype=np.float32))
+    round_centres_write(round_=round_)
     return run_dir
 
 
@@ -63,7 +67,7 @@ def test_nearest_identities_of_a_face_find_the_planted_one(planted):
 def test_nearest_identities_of_an_identity_use_its_centre_and_cache_it(planted):
     found = sel.nearest_identities(dataset_id=planted["a"].dataset_id, identity=planted["a"])
     assert found.identities[0] == planted["d"]
-    cache = planted["run_dir"] / sel.CENTRES_FILE
+    cache = RunFolder(planted["run_dir"]).identity_centres
     assert cache.exists()
     with np.load(cache) as data:
         assert data["centres"].shape == (4, DIM)
@@ -95,13 +99,21 @@ def test_the_evidence_nearest_identity_is_a_class_of_the_round(planted):
 
 def test_a_centres_file_of_another_round_is_not_used(planted):
     sel.nearest_identities(dataset_id=planted["a"].dataset_id, identity=planted["a"])
-    cache = planted["run_dir"] / sel.CENTRES_FILE
+    cache = RunFolder(planted["run_dir"]).identity_centres
     with np.load(cache) as data:
         fields = dict(data)
     fields["round_key"] = np.array("another database's round")
     np.savez(cache, **fields)
     found = sel.nearest_identities(dataset_id=planted["a"].dataset_id, identity=planted["a"])
     assert found.identities == [] and "holds no embedding" in found.note
+
+
+def test_a_search_never_writes_the_centres_it_lacks(planted):
+    cache = RunFolder(planted["run_dir"]).identity_centres
+    cache.unlink()
+    found = sel.nearest_identities(dataset_id=planted["a"].dataset_id, identity=planted["a"])
+    assert found.identities == [] and "holds no embedding" in found.note
+    assert not cache.exists()  # a GET reads; the round's publish writes (services.round_pipeline)
 
 
 def test_no_published_round_means_no_nearest_identities(db):
@@ -116,7 +128,7 @@ def test_identity_centres_are_unit_means_of_unit_rows():
     labels_ = rng.integers(0, 5, size=50)
     skip = np.zeros(50, dtype=bool)
     skip[:5] = True
-    centres = sel.compute_identity_centres(embeddings, labels_, 5, skip, chunk=7)
+    centres = identity_centres(embeddings, labels_, np.flatnonzero(~skip), 5, batch_size=7).centres
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     for c in range(5):
         mean = unit[(labels_ == c) & ~skip].sum(axis=0)

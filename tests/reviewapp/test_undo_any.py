@@ -174,7 +174,7 @@ def test_a_large_batch_is_undone_by_a_job_that_reports_progress(people, user, mo
     batch = _bulk_remove(alice, faces, user)
     monkeypatch.setattr(undo_service, "BATCH_IN_REQUEST", 2)
     monkeypatch.setattr(undo_service, "BATCH_CHUNK", 2)
-    monkeypatch.setattr("reviewapp.services.jobs._enqueue", lambda job_id, expires=None: True)
+    monkeypatch.setattr("reviewapp.queueing.job_send", lambda job_id, expires=None: True)
 
     job = batch_undo_start(dataset=alice.dataset, batch=batch, user=user)
 

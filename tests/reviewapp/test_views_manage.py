@@ -8,9 +8,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from reviewapp import tasks_rounds
+from reviewapp import queueing
 from reviewapp.models import Dataset, Flag, Job, Membership, Round
-from reviewapp.services import jobs as job_services
 from reviewapp.services.labels import face_relabel, face_remove
 from tests.factories import (
     DatasetFactory, FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory,
@@ -51,8 +50,8 @@ def reviewer(dataset, django_user_model):
 def queued(monkeypatch):
     """Round and job messages caught instead of sent to a broker."""
     sent = {"rounds": [], "jobs": []}
-    monkeypatch.setattr(tasks_rounds, "enqueue_round", lambda round_id, countdown=None: sent["rounds"].append(round_id))
-    monkeypatch.setattr(job_services, "_enqueue", lambda job_id: sent["jobs"].append(job_id))
+    monkeypatch.setattr(queueing, "round_send", lambda round_id, countdown=None: sent["rounds"].append(round_id))
+    monkeypatch.setattr(queueing, "job_send", lambda job_id: sent["jobs"].append(job_id))
     return sent
 
 

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from reviewapp.models import Dataset, Round
 from reviewapp.services.rounds import ACTIVE, RoundConflict, round_cancel, round_start
-from reviewapp.tasks_rounds import execute_round, worker_name
+from reviewapp.services.round_pipeline import execute_round
+from reviewapp.services.workers import worker_name
 
 POLL_SECONDS = 2.0
 
