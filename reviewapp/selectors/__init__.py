@@ -2,6 +2,7 @@
 face cards), identities (identity pages, search, history), manage (dataset stats, rounds, jobs)."""
 from django.db.models import Count
 
+from ..access import visible
 from ..kinds import KIND_ORDER, kind_title
 from ..models import Dataset, Face, Flag, Round
 
@@ -18,10 +19,7 @@ def dataset_list(*, user):
     from ..services.flags import claim_cutoff
     from ..services.rounds import ACTIVE
 
-    datasets = Dataset.objects.all()
-    if not user.is_staff:
-        datasets = datasets.filter(memberships__user=user)
-    datasets = list(datasets.order_by("name"))
+    datasets = list(visible(Dataset.objects.all(), user, dataset="pk").order_by("name"))
     ids = [d.pk for d in datasets]
     counts = {}
     for row in (Face.objects.filter(dataset_id__in=ids).values("dataset_id", "status")
