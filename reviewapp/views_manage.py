@@ -168,6 +168,12 @@ def dataset_import(request):
                   {"form": form, "data_root": settings.DATA_ROOT, "jobs": jobs}, status=status)
 
 
+def _with_article(label: str) -> str:
+    """A role's display label as a noun after "is now": "a reviewer", "an admin"."""
+    label = label.lower()
+    return f"{'an' if label[:1] in 'aeiou' else 'a'} {label}"
+
+
 @require_http_methods(["GET", "POST"])
 def dataset_members(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
@@ -186,7 +192,8 @@ def dataset_members(request, dataset_id: int):
                 membership = member_services.membership_set(
                     dataset=dataset, username=form.cleaned_data["username"], role=form.cleaned_data["role"],
                     by=request.user)
-                messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
+                role = _with_article(membership.get_role_display())
+                messages.success(request, f"{membership.user.get_username()} is now {role}.")
         except (TypeError, Membership.DoesNotExist):  # no or a foreign membership id
             messages.error(request, "That member is not in this dataset.")
         except ValueError as exc:  # unknown user or role, the last admin

@@ -11,6 +11,7 @@ from html import escape
 from django.contrib import messages
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import get_script_prefix, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from .access import access_dataset, access_flag, access_identity
 from .kinds import kind_choices, kind_title
-from .models import Flag
+from .models import Dataset, Flag
 from .request_args import positive_int
 from .selectors import review as review_selectors
 from .selectors import team as team_selectors
@@ -289,12 +290,13 @@ def review_claim(request, dataset_id: int, kind: str):
         raise Http404("No such round")
     if request.POST.get("action") == "release":
         count = flag_services.flags_release(round_id=round_.pk, kind=kind, user=request.user)
-        messages.info(request, f"Released {count} flags.")
+        messages.info(request, f"Released {count} flag{pluralize(count)}.")
     else:
         size = positive_int(request.POST.get("size")) or CLAIM_SIZE
         count = flag_services.flags_claim(round_id=round_.pk, kind=kind, user=request.user, size=size)
         minutes = round(flag_services.claim_seconds() / 60)
-        messages.success(request, f"You hold {count} flags for {minutes} minutes." if count
+        messages.success(request, f"You hold {count} flag{pluralize(count)} for {minutes} minute{pluralize(minutes)}."
+                         if count
                          else "Nothing left to take: every open flag is held by someone.")
     return redirect(_queue_url(dataset.pk, kind, round_.number))
 
@@ -314,6 +316,7 @@ def flag_card(request, flag_id: int):
     pixels = {face.pk: image_pixel_size(face=face) for face in card.faces_shown} if large else None
     _linked([card], dataset.pk, pixels, large=large)
     context = {"card": card, "dataset": dataset, "dataset_id": dataset.pk, "large": large,
+               "held": _enforced_hold(card.flag, dataset.claims, request.user) if large else None,
                "kind_title": kind_title(flag.kind, 1), "queue_title": kind_title(flag.kind), "round": flag.round,
                "queue_url": _queue_url(dataset.pk, flag.kind, flag.round.number)}
     if _wants_fragment(request):
@@ -334,19 +337,24 @@ def flag_decide(request, flag_id: int):
         return HttpResponseBadRequest("Unknown action")
     identity = _same_dataset_identity(request, positive_int(request.POST.get("identity_id")), dataset_id)
     survivor = _same_dataset_identity(request, positive_int(request.POST.get("survivor_id")), dataset_id)
-    notice, level, decision = None, messages.SUCCESS, None
+    notice, level, decision, held = None, messages.SUCCESS, None, None
+    large = request.POST.get("large") == "1"
     try:
         decision = flag_services.flag_decide(flag_id=flag.pk, action=action, user=request.user,
                                   identity_id=identity.pk if identity else None,
                                   survivor_id=survivor.pk if survivor else None, remove_face_id=remove_face)
     except LabelConflict as conflict:
         notice, level = str(conflict), messages.WARNING
+        # Refused for an enforced hold on the flag page: the page says so (the holds banner, the
+        # card's disabled form), so no message repeats it.
+        if large and "held_by" in conflict.current:
+            held = _enforced_hold(flag, Dataset.Claims.ENFORCED, request.user)
     except ValueError as error:
         notice, level = str(error), messages.ERROR
     if not _wants_fragment(request):
-        messages.add_message(request, level, notice or "Decision saved.")
+        if not held:
+            messages.add_message(request, level, notice or "Decision saved.")
         return _back(request, reverse("flag-card", args=[flag.pk]))
-    large = request.POST.get("large") == "1"
     if decision is not None:
         # Decided here: only the card's head and foot change, the rest stays on the page.
         card = review_selectors.decided_card(flag=flag, decision=decision)
@@ -358,9 +366,17 @@ def flag_decide(request, flag_id: int):
                                           kind=flag.kind)
         _linked([card], dataset_id, large=large)
     return render(request, "review/_decided.html", {
-        "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None,
-        "notices": [(_level_tag(level), notice)] if notice else [],
+        "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None, "held": held,
+        "notices": [(_level_tag(level), notice)] if notice and not held else [],
     })
+
+
+def _enforced_hold(flag, claims: str, user):
+    """Who else holds the flag (selectors.team.FlagHold) where the dataset's claims are enforced,
+    else None: the flag page then shows the card's decision form disabled."""
+    if claims != Dataset.Claims.ENFORCED:
+        return None
+    return team_selectors.flag_hold(flag=flag, user=user)
 
 
 def _decided_links(card) -> dict:

@@ -22,7 +22,7 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
 from ..evidence import summary as evidence_summary
 from ..kinds import KIND_ORDER, kind_title
 from ..models import Decision, Face, Flag, Identity, Membership, Round
-from .undo import UNDOABLE, undo_blockers, undo_links
+from .undo import SHORT_REASONS, UNDOABLE, undo_blockers, undo_links
 
 log = logging.getLogger("reviewapp.identities")
 
@@ -410,6 +410,10 @@ class HistoryRow:
     undo_blocked: str = ""        # why the viewer's own decision cannot be undone now
     batch_undoable: bool = False  # first row of its batch on the page, and Undo batch would undo some
     batch_size: int = 0           # decisions in its batch (the undo rows of a batch undo not counted)
+
+    @property
+    def undo_blocked_short(self) -> str:
+        return SHORT_REASONS.get(self.undo_blocked, self.undo_blocked)
 
 
 def history_page(*, dataset_id: int, filters: HistoryFilters, before: int | None = None,
