@@ -243,3 +243,30 @@ def test_undo_a_batch_from_the_history(live_server, page, screenshot, scene):
     line = page.locator(".batch-line > .batch-what").inner_text()
     assert re.fullmatch(rf"Batch {str(batch)[:8]}: 3 decisions by \S+\.", line), line
     screenshot("history_batch")
+
+
+def test_focus_moves_on_when_a_name_search_settles_before_the_relabel(live_server, page, scene):
+    """A name search still in flight when Enter relabels may answer first, while the relabelled
+    card is still on the page: the focus must wait for the relabel's own answer (it was put on
+    that card, which then left the grid, leaving the focus on <body>)."""
+    sign_in(page, live_server)
+    faces = scene["alice_faces"]
+    page.goto(f"{live_server.url}/identities/{scene['alice'].pk}/")
+
+    def slow_post(route):
+        if route.request.method == "POST":
+            page.wait_for_timeout(1500)  # the search sent after Enter answers well before this
+        route.continue_()
+
+    page.route("**/identities/*/bulk", slow_post)
+    page.focus(f"#face-{faces[3].pk}")
+    page.keyboard.press("e")
+    page.keyboard.type("carl")
+    page.locator("#relabel-options .identity-option", has_text="Carl Svensson").wait_for()
+    page.keyboard.type(" ")  # one more search, sent 250 ms later: while the relabel waits
+    page.keyboard.press("Enter")
+    page.locator("#messages", has_text="Relabelled 1 face to Carl Svensson").wait_for()
+    page.locator(f"#face-{faces[3].pk}").wait_for(state="detached")
+    page.wait_for_function(f"document.activeElement && document.activeElement.id === 'face-{faces[4].pk}'",
+                           timeout=5000)
+    assert Face.objects.get(pk=faces[3].pk).identity_id == scene["carl"].pk
