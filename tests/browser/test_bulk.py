@@ -13,8 +13,8 @@ from reviewapp.models import Decision, Face, Flag, Job
 from reviewapp.services import jobs as job_services
 from reviewapp.services import undo as undo_services
 from tests.browser.signin import PASSWORD, sign_in
-from tests.browser.test_review import face_jpeg
-from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
+from tests.browser.faces import face_maker
+from tests.factories import FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
 
@@ -42,13 +42,7 @@ def noisy_queue(transactional_db, tmp_path, django_user_model):
     carol = IdentityFactory(source=source, name="Carol Diaz")  # the identity the relabel flags suggest
     older = RoundFactory(dataset=dataset, number=1)
     latest = RoundFactory(dataset=dataset, number=2)
-    counter = iter(range(1000))
-
-    def face(identity):
-        f = FaceFactory(identity=identity)
-        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f.path).write_bytes(face_jpeg(next(counter)))
-        return f
+    face = face_maker(tmp_path)
 
     flags = []
     for i, score in enumerate(SCORES):

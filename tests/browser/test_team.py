@@ -6,8 +6,8 @@ from reviewapp.models import Face, Flag, Membership, SecondReview
 from reviewapp.services.double_review import is_sampled
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.signin import PASSWORD, sign_in
-from tests.browser.test_review import face_jpeg
-from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
+from tests.browser.faces import face_maker
+from tests.factories import FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
 
@@ -23,13 +23,7 @@ def team(db, tmp_path, django_user_model):
     MembershipFactory(user=users["cy"], dataset=dataset)
     people = [IdentityFactory(source=source, name=n) for n in ("Ada Lovelace", "Grace Hopper", "<b>Alan</b>")]
     round_ = RoundFactory(dataset=dataset, number=1)
-    counter = iter(range(1000))
-
-    def face(identity):
-        f = FaceFactory(identity=identity)
-        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f.path).write_bytes(face_jpeg(next(counter)))
-        return f
+    face = face_maker(tmp_path)
 
     for person in people:
         for _ in range(3):
