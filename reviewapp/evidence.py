@@ -71,21 +71,24 @@ def guess_kind(evidence: dict) -> str:
 
 
 def evidence_lines(evidence, *, kind: str | None = None, names: Names | None = None) -> list[str]:
-    """What the evidence says, most telling first, in plain sentences."""
+    """What the evidence says, most telling first, in plain sentences, each with its full stop
+    (a narrow card runs them together otherwise)."""
     e = evidence_read(evidence)
     if not e:
         return []
     names = names or Names()
     kind = kind or guess_kind(e)
     if kind in (Flag.Kind.NOISY, Flag.Kind.HARD):
-        return _face_lines(e, kind, names)
-    if kind == Flag.Kind.LOW_NORM:
-        return _quality_lines(e)
-    if kind == Flag.Kind.NEAR_DUPLICATE:
-        return _copy_lines(e, names)
-    if kind == Flag.Kind.DUPLICATE_IDENTITY:
-        return _pair_lines(e, names)
-    return []
+        lines = _face_lines(e, kind, names)
+    elif kind == Flag.Kind.LOW_NORM:
+        lines = _quality_lines(e)
+    elif kind == Flag.Kind.NEAR_DUPLICATE:
+        lines = _copy_lines(e, names)
+    elif kind == Flag.Kind.DUPLICATE_IDENTITY:
+        lines = _pair_lines(e, names)
+    else:
+        lines = []
+    return [line if line.endswith((".", "?", "!")) else line + "." for line in lines]
 
 
 def _face_lines(e: dict, kind: str, names: Names) -> list[str]:

@@ -298,7 +298,7 @@ class Decision(models.Model):
         RELABEL = "relabel"
         MERGE = "merge"
         KEEP = "keep"
-        LOW_QUALITY = "low_quality"
+        LOW_QUALITY = "low_quality", "Low quality"
         UNDO = "undo"
         ROLE = "role", "Role change"  # a membership added, changed or removed: before/after {"member", "role"}
         # A dataset setting changed (claims mode, double-review share): before/after {"setting", "value"}.

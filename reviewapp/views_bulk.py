@@ -111,7 +111,7 @@ def bulk_start_post(request, dataset_id: int):
         except BulkRefused as refused:
             refusal = str(refused)
         else:
-            messages.success(request, f"Started: {bulk_job_title(job)}. It runs in the background.")
+            messages.success(request, f"Started: {bulk_job_title(job)}.")
             return redirect("bulk-job", dataset_id=dataset.pk, job_id=job.pk)
     context = _context(request, dataset, request.POST, errors=errors, refusal=refusal)
     return render(request, "review/bulk_form.html", context, status=status)

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -115,10 +116,12 @@ def identity_bulk_post(request, identity_id: int):
     notices = []
     if result.decided:
         to = f" to {target.name}" if target else ""
-        notices.append(("success", f"{BULK_DONE[action]} {len(result.decided)} face(s){to}."))
+        decided = len(result.decided)
+        notices.append(("success", f"{BULK_DONE[action]} {decided} face{pluralize(decided)}{to}."))
     if result.conflicts:
         first = result.conflicts[0][1]
-        notices.append(("warning", f"{len(result.conflicts)} face(s) skipped: {first}"))
+        skipped = len(result.conflicts)
+        notices.append(("warning", f"{skipped} face{pluralize(skipped)} skipped: {first}"))
     if not request.htmx:
         for level, text in notices:
             getattr(messages, level)(request, text)

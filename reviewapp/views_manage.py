@@ -107,6 +107,12 @@ def dataset_import_page(request):
                   {"form": form, "data_root": settings.DATA_ROOT, "jobs": jobs}, status=status)
 
 
+def _with_article(label: str) -> str:
+    """A role's display label as a noun after "is now": "a reviewer", "an admin"."""
+    label = label.lower()
+    return f"{'an' if label[:1] in 'aeiou' else 'a'} {label}"
+
+
 @require_http_methods(["GET", "POST"])
 def dataset_members_page(request, dataset_id: int):
     dataset = access_dataset(request.user, dataset_id, admin=True)
@@ -126,7 +132,8 @@ def dataset_members_page(request, dataset_id: int):
                 membership = membership_set(
                     dataset=dataset, username=form.cleaned_data["username"], role=form.cleaned_data["role"],
                     by=request.user)
-                messages.success(request, f"{membership.user.get_username()} is now {membership.role}.")
+                role = _with_article(membership.get_role_display())
+                messages.success(request, f"{membership.user.get_username()} is now {role}.")
         except (TypeError, Membership.DoesNotExist):  # no or a foreign membership id
             messages.error(request, "That member is not in this dataset.")
         except ValueError as exc:  # unknown user or role, the last admin

@@ -11,6 +11,7 @@ from html import escape
 from django.contrib import messages
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import get_script_prefix, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
@@ -19,12 +20,12 @@ from django.views.decorators.http import require_GET, require_POST
 from .access import access_dataset, access_flag, access_identity
 from .forms import ClaimForm, FlagDecideForm, FlagsBulkForm, QueueForm, first_error
 from .kinds import kind_choices, kind_title
-from .models import Flag
+from .models import Dataset, Flag
 from .selectors.review import (
     CARD_REFERENCES, PAGE_REFERENCES, InvalidCursor, cards_for_flags, decided_card, flag_card, queue_round,
     review_queue,
 )
-from .selectors.team import queue_holds
+from .selectors.team import flag_hold, queue_holds
 from .services.flags import claim_seconds, flag_decide, flags_claim, flags_decide_bulk, flags_release
 from .services.images import image_pixel_size
 from .services.labels import LabelConflict
@@ -291,12 +292,13 @@ def review_claim_post(request, dataset_id: int, kind: str):
     form.is_valid()  # always: an unreadable size is the default one
     if form.releasing:
         count = flags_release(round_id=round_.pk, kind=kind, user=request.user)
-        messages.info(request, f"Released {count} flags.")
+        messages.info(request, f"Released {count} flag{pluralize(count)}.")
     else:
         size = form.cleaned_data["size"] or CLAIM_SIZE
         count = flags_claim(round_id=round_.pk, kind=kind, user=request.user, size=size)
         minutes = round(claim_seconds() / 60)
-        messages.success(request, f"You hold {count} flags for {minutes} minutes." if count
+        messages.success(request, f"You hold {count} flag{pluralize(count)} for {minutes} minute{pluralize(minutes)}."
+                         if count
                          else "Nothing left to take: every open flag is held by someone.")
     return redirect(_queue_url(dataset.pk, kind, round_.number))
 
@@ -316,6 +318,7 @@ def flag_card_page(request, flag_id: int):
     pixels = {face.pk: image_pixel_size(face=face) for face in card.faces_shown} if large else None
     _linked([card], dataset.pk, pixels, large=large)
     context = {"card": card, "dataset": dataset, "dataset_id": dataset.pk, "large": large,
+               "held": _enforced_hold(card.flag, dataset.claims, request.user) if large else None,
                "kind_title": kind_title(flag.kind, 1), "queue_title": kind_title(flag.kind), "round": flag.round,
                "queue_url": _queue_url(dataset.pk, flag.kind, flag.round.number)}
     if _wants_fragment(request):
@@ -333,19 +336,24 @@ def flag_decide_post(request, flag_id: int):
     data = form.cleaned_data
     identity = _same_dataset_identity(request, data["identity_id"], dataset_id)
     survivor = _same_dataset_identity(request, data["survivor_id"], dataset_id)
-    notice, level, decision = None, messages.SUCCESS, None
+    notice, level, decision, held = None, messages.SUCCESS, None, None
+    large = data["large"]
     try:
         decision = flag_decide(flag_id=flag.pk, action=data["action"], user=request.user,
                                identity_id=identity.pk if identity else None,
                                survivor_id=survivor.pk if survivor else None, remove_face_id=data["remove_face"])
     except LabelConflict as conflict:
         notice, level = str(conflict), messages.WARNING
+        # Refused for an enforced hold on the flag page: the page says so (the holds banner, the
+        # card's disabled form), so no message repeats it.
+        if large and "held_by" in conflict.current:
+            held = _enforced_hold(flag, Dataset.Claims.ENFORCED, request.user)
     except ValueError as error:
         notice, level = str(error), messages.ERROR
     if not _wants_fragment(request):
-        messages.add_message(request, level, notice or "Decision saved.")
+        if not held:
+            messages.add_message(request, level, notice or "Decision saved.")
         return _back(request, reverse("flag-card", args=[flag.pk]))
-    large = data["large"]
     if decision is not None:
         # Decided here: only the card's head and foot change, the rest stays on the page.
         card = decided_card(flag=flag, decision=decision)
@@ -356,9 +364,17 @@ def flag_decide_post(request, flag_id: int):
         card = flag_card(flag_id=flag.pk, dataset_id=dataset_id, references=references, kind=flag.kind)
         _linked([card], dataset_id, large=large)
     return render(request, "review/_decided.html", {
-        "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None,
-        "notices": [(_level_tag(level), notice)] if notice else [],
+        "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None, "held": held,
+        "notices": [(_level_tag(level), notice)] if notice and not held else [],
     })
+
+
+def _enforced_hold(flag, claims: str, user):
+    """Who else holds the flag (selectors.team.FlagHold) where the dataset's claims are enforced,
+    else None: the flag page then shows the card's decision form disabled."""
+    if claims != Dataset.Claims.ENFORCED:
+        return None
+    return flag_hold(flag=flag, user=user)
 
 
 def _decided_links(card) -> dict:

@@ -24,7 +24,7 @@ from ..kinds import KIND_ORDER, kind_title
 from ..access import may_see
 from ..models import Decision, Face, Flag, Identity, Round
 from ..runs import round_key, round_run_folder, round_search_embeddings
-from .undo import UNDOABLE, undo_blockers, undo_links
+from .undo import SHORT_REASONS, UNDOABLE, undo_blockers, undo_links
 
 log = logging.getLogger("reviewapp.identities")
 
@@ -295,6 +295,10 @@ class HistoryRow:
     undo_blocked: str = ""        # why the viewer's own decision cannot be undone now
     batch_undoable: bool = False  # first row of its batch on the page, and Undo batch would undo some
     batch_size: int = 0           # decisions in its batch (the undo rows of a batch undo not counted)
+
+    @property
+    def undo_blocked_short(self) -> str:
+        return SHORT_REASONS.get(self.undo_blocked, self.undo_blocked)
 
 
 def history_page(*, dataset_id: int, filters: FilterSet, before: int | None = None,

@@ -35,6 +35,10 @@ class IdentityRow:
         and nobody has decided yet (hard flags are kept by default, so they do not count)."""
         return self.noisy / self.active if self.active else None
 
+    @property
+    def noise_percent(self) -> float | None:
+        return 100.0 * self.noise if self.active else None
+
 
 def _table_key(dataset) -> str:
     """Per dataset and latest round (its id and status): a round that publishes shows its flags

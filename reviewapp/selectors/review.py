@@ -225,10 +225,24 @@ class FlagCard:
         return "Keep both" if self.is_near_duplicate else "Keep"
 
     @property
+    def decided_label(self) -> str:
+        """What the decided card says happened, in one phrase (its template adds "by" whom)."""
+        action = getattr(self.last_decision, "action", None)
+        if action == Decision.Action.KEEP and not self.is_pair:
+            return "kept as is"
+        if action == Decision.Action.KEEP and self.flag.state == Flag.State.REJECTED:
+            return "kept apart"  # "different people"; a pair merged already is kept "as suggested"
+        return _DONE.get(action) or self.state_label
+
+    @property
     def state_label(self) -> str:
         return {Flag.State.CONFIRMED: "done as suggested", Flag.State.REJECTED: "kept as is",
                 Flag.State.OVERRIDDEN: "decided otherwise",
                 Flag.State.SUPERSEDED: "superseded by a later round"}.get(self.flag.state, "open")
+
+
+_DONE = {Decision.Action.REMOVE: "removed", Decision.Action.LOW_QUALITY: "marked low quality",
+         Decision.Action.RELABEL: "relabelled", Decision.Action.MERGE: "merged"}
 
 
 def _card_flags(kind: str | None = None):

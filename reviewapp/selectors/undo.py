@@ -31,6 +31,11 @@ FACE_CHANGED = "The face was changed since this decision"
 MERGE_MOVED = "The merged identity was merged elsewhere or split since"
 MERGE_FACES_MOVED = "Some of the merged faces were changed since the merge"
 FLAG_SUPERSEDED = "A later round superseded this decision's flag"
+# The same, short, for the history's undo column (the whole reason is its tooltip).
+SHORT_REASONS = {
+    ALREADY_UNDONE: "already undone", MADE_BY_UNDO: "made by an undo", FACE_CHANGED: "face changed since",
+    MERGE_MOVED: "identity moved since", MERGE_FACES_MOVED: "faces changed since", FLAG_SUPERSEDED: "flag superseded",
+}
 # Reasons that are about the decision itself rather than about data that moved on since.
 REFUSALS = frozenset({ALREADY_UNDONE, MADE_BY_UNDO, FLAG_SUPERSEDED})
 

@@ -307,20 +307,25 @@
     var card = elt.closest(".face-grid .face-card");
     if (card && (ev.detail.requestConfig || {}).verb === "post") {
       var next = nextOpenAfter(card);
-      pending = { id: card.id, next: next ? next.id : null };
+      pending = { id: card.id, next: next ? next.id : null, from: ev.detail.requestConfig };
     } else if (elt.matches("#bulk-form")) {
       bulkPending = true;
       // The identity page: once the answer is in, focus the card after the selection (a
       // relabelled card leaves the grid, and the closing relabel box would leave focus on <body>).
-      if (!pending) pending = afterSelection();
+      if (!pending) {
+        pending = afterSelection();
+        if (pending) pending.from = ev.detail.requestConfig;
+      }
     } else if (elt.closest(".load-more")) {
       loadingFrom = cards().length;
     }
   });
 
   document.addEventListener("htmx:afterRequest", function (ev) {
-    // An undo on a decided card: reload the card, which is open again.
     var elt = ev.detail && ev.detail.elt;
+    // A failed decision swaps nothing in: forget the focus it would have moved.
+    if (pending && ev.detail.requestConfig === pending.from && !ev.detail.successful) pending = null;
+    // An undo on a decided card: reload the card, which is open again.
     var url = elt && elt.getAttribute && elt.getAttribute("data-reload");
     var card = url && elt.closest(".face-card");
     if (!card || !ev.detail.successful || !window.htmx) return;
@@ -330,13 +335,17 @@
     });
   });
 
-  document.addEventListener("htmx:afterSettle", function () {
+  document.addEventListener("htmx:afterSettle", function (ev) {
+    // Only the answer to the decision moves the focus: a name search still in flight when Enter
+    // relabelled may settle first, while the relabelled card is still on the page.
+    // (htmx sets detail.elt to each swapped element; the request's config is the one object.)
+    var from = ev.detail && ev.detail.requestConfig;
     if (bulkPending) {
       // The bulk answer swapped the decided cards in: close the relabel box it came from.
       bulkPending = false;
       document.querySelectorAll(".bulk-relabel[open]").forEach(function (d) { d.open = false; });
     }
-    if (pending) {
+    if (pending && from === pending.from) {
       var card = document.getElementById(pending.id);
       var next = pending.next && document.getElementById(pending.next);
       pending = null;

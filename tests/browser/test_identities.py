@@ -3,6 +3,7 @@ identities on the pair page choosing the survivor, and undo the merge from the h
 import io
 import itertools
 import os
+import re
 
 import pytest
 from PIL import Image, ImageDraw
@@ -74,7 +75,7 @@ def test_bulk_remove_merge_and_undo(live_server, page, screenshot, scene):
     page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     screenshot("identity_page")
     page.click("button[name=action][value=remove]")
-    page.locator("#messages", has_text="Removed 2 face(s)").wait_for()
+    page.locator("#messages", has_text="Removed 2 faces").wait_for()
     assert page.locator(".face-card").count() == 12
     assert page.locator("#identity-counts").inner_text().startswith("12 active")
     assert list(Face.objects.filter(pk__in=[f.pk for f in doomed]).values_list("status", flat=True)) \
@@ -89,7 +90,7 @@ def test_bulk_remove_merge_and_undo(live_server, page, screenshot, scene):
     page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     screenshot("identity_relabel")
     page.click("button[name=action][value=relabel]")
-    page.locator("#messages", has_text="Relabelled 1 face(s) to Carl Svensson").wait_for()
+    page.locator("#messages", has_text="Relabelled 1 face to Carl Svensson").wait_for()
     assert page.locator(f"#face-{moving.pk}").count() == 0
     assert Face.objects.get(pk=moving.pk).identity_id == scene["carl"].pk
 
@@ -97,7 +98,7 @@ def test_bulk_remove_merge_and_undo(live_server, page, screenshot, scene):
     target = scene["alice_faces"][4]
     page.focus(f"#face-{target.pk}")
     page.keyboard.press("x")
-    page.locator("#messages", has_text="Removed 1 face(s)").wait_for()
+    page.locator("#messages", has_text="Removed 1 face.").wait_for()
     assert Face.objects.get(pk=target.pk).status == "removed"
     assert page.locator(".face-card").count() == 10
 
@@ -165,7 +166,7 @@ def test_browse_filter_relabel_by_keyboard_and_undo_an_older_decision(live_serve
     assert "q=alice" in page.url
     rows = page.locator("#identity-rows tr")
     assert rows.nth(0).locator("td").nth(1).inner_text() == "14"
-    assert rows.nth(0).locator("td").nth(3).inner_text() == "7%"  # 1 open noisy flag of 14 faces
+    assert rows.nth(0).locator("td").nth(3).inner_text() == "7.1 %"  # 1 open noisy flag of 14 faces
     screenshot("identity_list")
 
     # Open Alice; filter her faces by an open noisy flag, then clear the filter.
@@ -184,7 +185,7 @@ def test_browse_filter_relabel_by_keyboard_and_undo_an_older_decision(live_serve
     # An older decision to undo later: remove face 0 with its own key.
     page.focus(f"#face-{faces[0].pk}")
     page.keyboard.press("x")
-    page.locator("#messages", has_text="Removed 1 face(s)").wait_for()
+    page.locator("#messages", has_text="Removed 1 face.").wait_for()
     page.wait_for_function(f"document.activeElement.id === 'face-{faces[1].pk}'")  # the next card
     removal = Decision.objects.get(action="remove", face_id=faces[0].pk)
 
@@ -195,7 +196,7 @@ def test_browse_filter_relabel_by_keyboard_and_undo_an_older_decision(live_serve
     page.keyboard.type("carl")
     page.locator("#relabel-options .identity-option", has_text="Carl Svensson").wait_for()
     page.keyboard.press("Enter")
-    page.locator("#messages", has_text="Relabelled 1 face(s) to Carl Svensson").wait_for()
+    page.locator("#messages", has_text="Relabelled 1 face to Carl Svensson").wait_for()
     page.locator(f"#face-{faces[3].pk}").wait_for(state="detached")
     page.wait_for_function(f"document.activeElement && document.activeElement.id === 'face-{faces[4].pk}'")
     page.keyboard.press("j")
@@ -224,7 +225,7 @@ def test_undo_a_batch_from_the_history(live_server, page, screenshot, scene):
     for face in faces[6:9]:
         page.locator(f"#face-{face.pk} .face-thumb").click()
     page.click("button[name=action][value=low_quality]")
-    page.locator("#messages", has_text="Marked low quality 3 face(s)").wait_for()
+    page.locator("#messages", has_text="Marked low quality 3 faces.").wait_for()
     batch = Decision.objects.filter(action="low_quality").values_list("batch", flat=True).first()
 
     page.goto(f"{live_server.url}/datasets/{scene['dataset'].pk}/history")
@@ -236,3 +237,36 @@ def test_undo_a_batch_from_the_history(live_server, page, screenshot, scene):
     page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     screenshot("history_batch_undone")
     assert set(Face.objects.filter(pk__in=[f.pk for f in faces[6:9]]).values_list("status", flat=True)) == {"active"}
+
+    # The batch's own page: its sentence is one piece of text, the colon and full stop where they belong.
+    page.goto(f"{live_server.url}/datasets/{scene['dataset'].pk}/history?batch={batch}")
+    line = page.locator(".batch-line > .batch-what").inner_text()
+    assert re.fullmatch(rf"Batch {str(batch)[:8]}: 3 decisions by \S+\.", line), line
+    screenshot("history_batch")
+
+
+def test_focus_moves_on_when_a_name_search_settles_before_the_relabel(live_server, page, scene):
+    """A name search still in flight when Enter relabels may answer first, while the relabelled
+    card is still on the page: the focus must wait for the relabel's own answer (it was put on
+    that card, which then left the grid, leaving the focus on <body>)."""
+    sign_in(page, live_server)
+    faces = scene["alice_faces"]
+    page.goto(f"{live_server.url}/identities/{scene['alice'].pk}/")
+
+    def slow_post(route):
+        if route.request.method == "POST":
+            page.wait_for_timeout(1500)  # the search sent after Enter answers well before this
+        route.continue_()
+
+    page.route("**/identities/*/bulk", slow_post)
+    page.focus(f"#face-{faces[3].pk}")
+    page.keyboard.press("e")
+    page.keyboard.type("carl")
+    page.locator("#relabel-options .identity-option", has_text="Carl Svensson").wait_for()
+    page.keyboard.type(" ")  # one more search, sent 250 ms later: while the relabel waits
+    page.keyboard.press("Enter")
+    page.locator("#messages", has_text="Relabelled 1 face to Carl Svensson").wait_for()
+    page.locator(f"#face-{faces[3].pk}").wait_for(state="detached")
+    page.wait_for_function(f"document.activeElement && document.activeElement.id === 'face-{faces[4].pk}'",
+                           timeout=5000)
+    assert Face.objects.get(pk=faces[3].pk).identity_id == scene["carl"].pk

@@ -184,7 +184,7 @@ def test_members_page(live_server, page, screenshot, admin_setup, django_user_mo
     page.fill("aside input[name=username]", "erin")
     page.select_option("aside select[name=role]", "reviewer")
     page.click("aside button:has-text('Add')")
-    page.wait_for_selector(".message:has-text('erin is now reviewer')")
+    page.wait_for_selector(".message:has-text('erin is now a reviewer')")
     assert page.locator(".members-table tbody tr").count() == 5
     screenshot("members")
 
@@ -234,12 +234,13 @@ def test_dataset_page_follows_the_first_round_live(live_server, page, screenshot
     page.goto(f"{live_server.url}/datasets/{dataset.pk}/")
     live = page.locator("#dataset-live")
     assert "Round 1 is queued" in live.inner_text()
+    assert "Round 1 is running" in page.locator("#round-start").inner_text()  # not a status that goes stale
     assert "No round has been published yet" not in page.content() and "0.0 %" not in page.content()
     _drive(round_, "training", 12.5, 410.0, 380)
     page.wait_for_selector('#dataset-live .bar[aria-valuenow="12.5"]', timeout=15_000)
     _drive(round_, "training", 57.0, 436.2, 166)
     page.wait_for_selector('#dataset-live .bar[aria-valuenow="57.0"]', timeout=15_000)
-    assert "57.0 %" in page.locator("#rounds").inner_text()  # the rounds table follows too
+    assert "57 %" in page.locator("#rounds").inner_text()  # the rounds table follows too
     screenshot("dataset_page_round_running")
 
     FlagFactory(round=round_, face=faces[0])

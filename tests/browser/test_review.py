@@ -1,31 +1,13 @@
 """Working a review queue in a real browser: keyboard decisions, shift-click bulk relabel, the ? overlay."""
-import io
-
 import pytest
-from PIL import Image, ImageDraw
 
 from reviewapp.models import Face, Flag
 from tests.browser.conftest import ARTIFACTS
+from tests.browser.faces import face_maker
 from tests.browser.signin import PASSWORD, sign_in
-from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
+from tests.factories import FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
-
-SKIN = [(224, 182, 150), (198, 134, 96), (141, 85, 56), (240, 200, 170), (176, 120, 84), (110, 70, 45)]
-BACKGROUND = [(70, 110, 160), (120, 150, 90), (160, 90, 90), (90, 90, 120), (150, 140, 110), (60, 120, 120)]
-
-
-def face_jpeg(i: int) -> bytes:
-    """A tiny drawn face (so that the screenshots show faces, not flat squares)."""
-    image = Image.new("RGB", (112, 112), BACKGROUND[i % len(BACKGROUND)])
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((28, 16, 84, 96), fill=SKIN[(i * 5) % len(SKIN)])
-    draw.ellipse((40, 44, 49, 51), fill=(40, 30, 30))
-    draw.ellipse((63, 44, 72, 51), fill=(40, 30, 30))
-    draw.arc((42, 60, 70, 78), 20, 160, fill=(120, 40, 40), width=2)
-    out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
-    return out.getvalue()
 
 
 @pytest.fixture
@@ -36,13 +18,7 @@ def queue(db, tmp_path, django_user_model):
     people = [IdentityFactory(source=source, name=n) for n in names]
     MembershipFactory(user=user, dataset=source.dataset)
     round_ = RoundFactory(dataset=source.dataset, number=3)
-    counter = iter(range(1000))
-
-    def face(identity):
-        f = FaceFactory(identity=identity)
-        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f.path).write_bytes(face_jpeg(next(counter)))
-        return f
+    face = face_maker(tmp_path)
 
     for person in people:
         for _ in range(3):

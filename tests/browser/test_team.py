@@ -6,8 +6,8 @@ from reviewapp.models import Face, Flag, Membership, SecondReview
 from reviewapp.services.double_review import is_sampled
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.signin import PASSWORD, sign_in
-from tests.browser.test_review import face_jpeg
-from tests.factories import FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
+from tests.browser.faces import face_maker
+from tests.factories import FlagFactory, IdentityFactory, MembershipFactory, RoundFactory, SourceFactory
 
 pytestmark = pytest.mark.browser
 
@@ -23,13 +23,7 @@ def team(db, tmp_path, django_user_model):
     MembershipFactory(user=users["cy"], dataset=dataset)
     people = [IdentityFactory(source=source, name=n) for n in ("Ada Lovelace", "Grace Hopper", "<b>Alan</b>")]
     round_ = RoundFactory(dataset=dataset, number=1)
-    counter = iter(range(1000))
-
-    def face(identity):
-        f = FaceFactory(identity=identity)
-        (tmp_path / f.path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / f.path).write_bytes(face_jpeg(next(counter)))
-        return f
+    face = face_maker(tmp_path)
 
     for person in people:
         for _ in range(3):
@@ -92,8 +86,15 @@ def test_double_review_from_decision_to_resolution(live_server, signed_in, team)
     cy = signed_in("cy")
     cy.goto(f"{live_server.url}/flags/{sampled.pk}/")
     assert "Held by bob for 30 more minutes" in cy.locator(".held-by").inner_text()
-    cy.click(f"#flag-{sampled.pk} button[data-key=c]")
-    cy.wait_for_selector("#messages >> text=bob holds this flag for 30 more minutes")
+    # Enforced: the card's buttons are there but disabled, with the reason; its keys do nothing, no toast.
+    held = cy.locator(f"#flag-{sampled.pk}")
+    assert held.locator(".fc-held").inner_text() == "Only bob can decide this flag while they hold it."
+    buttons = held.locator(".fc-actions button")
+    assert buttons.count() >= 4 and all(buttons.nth(i).is_disabled() for i in range(buttons.count()))
+    held.focus()
+    cy.keyboard.press("c")
+    cy.wait_for_timeout(500)
+    assert cy.locator("#messages .message").count() == 0
     shot(cy, "team_flag_held_enforced")
     assert Flag.objects.get(pk=sampled.pk).state == Flag.State.OPEN
 
@@ -120,8 +121,8 @@ def test_double_review_from_decision_to_resolution(live_server, signed_in, team)
 
     # The admin sees both answers side by side and applies the second.
     ann.goto(f"{base}/")
-    assert "Disagreements (1)" in ann.locator("#team").inner_text()
-    ann.click("text=Disagreements (1)")
+    assert "Open disagreements (1)" in ann.locator("#team").inner_text()
+    ann.click("text=Open disagreements (1)")
     item = ann.locator(f"#disagreement-{review.pk}")
     item.wait_for()
     ann.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
@@ -138,4 +139,8 @@ def test_double_review_from_decision_to_resolution(live_server, signed_in, team)
 
     ann.goto(f"{base}/team")
     assert "bob" in ann.locator(".throughput-table").inner_text()
+    # The narrow side panel: the share's box, its % and the Set button stay on one line.
+    share = ann.locator("#team input[name=share]").bounding_box()
+    button = ann.locator("#team button:has-text('Set')").bounding_box()
+    assert abs((share["y"] + share["height"] / 2) - (button["y"] + button["height"] / 2)) < 4
     shot(ann, "team_page")

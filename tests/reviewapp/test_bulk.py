@@ -414,6 +414,7 @@ def test_starting_redirects_to_the_job_page_which_a_reviewer_may_see(client, wor
     assert "2 flags removed." in html and "hx-trigger" not in html
     batch = Job.objects.get(pk=job.pk).result["batch"]
     assert f'action="{reverse("batch-undo", args=[world.dataset.pk, batch])}"' in html and "Undo this batch" in html
+    assert "reopens its 2 flags; flags changed since stay as they are" in html
 
 
 def test_a_running_job_shows_its_progress(client, world, reviewer):

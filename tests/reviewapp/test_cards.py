@@ -98,7 +98,7 @@ def test_one_wording_for_cards_and_the_history_summary():
     assert summary(evidence) == ("Looks like nobody in this dataset: far from its own identity and from everyone "
                                  "else. Remove it? · θy 81.0° · θ1 52.0° · norm 20.0")
     assert summary({"exact": True, "same_identity": True}).startswith("The same file twice")
-    assert summary({"reasons": ["no face found"]}) == "The face detector found no face in this image"
+    assert summary({"reasons": ["no face found"]}) == "The face detector found no face in this image."
     assert summary({}) == "" and summary("garbage") == "" and evidence_lines(None) == []
 
 
@@ -142,7 +142,7 @@ def test_a_suggested_identity_merged_away_shows_its_survivor_and_relabels_into_i
     assert f'name="identity_id" value="{carol.pk}" checked' in card
     assert "no other faces" not in card.split('class="suggested"')[1]  # carol's faces, not the dead one's
     response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, **HTMX)
-    assert response.status_code == 200 and "Done as suggested: Relabel by reviewer" in response.content.decode()
+    assert response.status_code == 200 and "Relabelled by <bdi>reviewer</bdi>" in response.content.decode()
     assert Face.objects.get(pk=flag.face_id).identity_id == carol.pk
 
 
@@ -175,7 +175,7 @@ def test_a_pair_already_merged_into_one_says_so_and_confirming_records_it(client
     assert "Already one identity: merged since this round." in card
     merges = Decision.objects.filter(action=Decision.Action.MERGE).count()
     response = client.post(f"/flags/{pair.pk}/decide", {"action": "confirm"}, **HTMX)
-    assert response.status_code == 200 and "Done as suggested: Keep by reviewer" in response.content.decode()
+    assert response.status_code == 200 and "Done as suggested by <bdi>reviewer</bdi>" in response.content.decode()
     assert Decision.objects.filter(action=Decision.Action.MERGE).count() == merges
 
 
@@ -214,7 +214,7 @@ def test_a_decision_answers_with_the_decided_head_and_foot_only(client, user, wo
     # The faces, names and evidence stay as the page shows them: htmx keeps them (hx-preserve).
     assert f'<div class="fc-main" id="fc-main-{flag.pk}" hx-preserve="true"></div>' in html
     assert "alice" not in html and "/thumbnail" not in html
-    assert "Kept as is: Keep by reviewer" in html and 'data-key="u"' in html
+    assert "Kept as is by <bdi>reviewer</bdi>" in html and 'data-key="u"' in html
 
 
 # -- evidence keys --------------------------------------------------------------------------------
@@ -321,3 +321,46 @@ def test_an_old_row_and_a_new_row_show_the_same_evidence_on_the_page(client, use
     shown = [re.search(r'<div class="fc-evidence">.*?</details>', card_html(html, f.pk), re.S).group(0)
              for f in flags]
     assert shown[0] == shown[1] and "Looks more like" in shown[0] and "<dd>84</dd>" in shown[0]
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+def _hint(html: str) -> str:
+    return re.search(r'<p class="hint">Press <kbd>\?</kbd>.*?</p>', html, re.S).group(0)
+
+
+def test_the_keys_are_named_as_the_buttons_are(client, user, world):
+    noisy(world, 0.9)
+    keep = FlagFactory(round=world.round, face=FaceFactory(identity=world.alice), kind=Flag.Kind.HARD,
+                       suggestion=Flag.Suggestion.KEEP, suggested_identity=world.bob)
+    pair = FlagFactory(round=world.round, face=None, kind=Flag.Kind.DUPLICATE_IDENTITY, suggestion="merge",
+                       identity_a=world.alice, identity_b=world.bob)
+    client.force_login(user)
+    html = client.get(queue_url(world)).content.decode()
+    shortcuts = re.search(r'<dialog id="shortcuts".*?</dialog>', html, re.S).group(0)
+    assert "<td><kbd>r</kbd></td><td>keep: leave the face as it is" in shortcuts and "reject" not in shortcuts
+    assert "<td><kbd>l</kbd></td><td>mark low quality</td>" in shortcuts
+    assert "<kbd>r</kbd> keep, <kbd>x</kbd> remove." in _hint(html)
+    # A pair has no Remove: the duplicate-identity queue's hint does not offer x.
+    pairs = client.get(queue_url(world, "duplicate_identity")).content.decode()
+    assert f'id="flag-{pair.pk}"' in pairs
+    assert "<kbd>x</kbd>" not in _hint(pairs) and "<kbd>r</kbd> different people." in _hint(pairs)
+    # Where Keep is the suggestion, c and r both keep: its button shows both keys.
+    card = card_html(client.get(queue_url(world, "hard")).content.decode(), keep.pk)
+    assert 'data-key="c r">Keep <kbd>c</kbd> <kbd>r</kbd></button>' in card
+
+
+def _crumbs(html: str) -> str:
+    text = re.search(r'<nav class="crumbs">(.*?)</nav>', html, re.S).group(1)
+    return re.sub(r"<[^>]+>", "", text)
+
+
+def test_breadcrumbs_name_the_review_pages_alike(client, user, world):
+    flag = noisy(world, 0.9)
+    client.force_login(user)
+    name = world.dataset.name
+    assert _crumbs(client.get(queue_url(world)).content.decode()) == f"Datasets › {name} › Review › Noisy"
+    assert _crumbs(client.get(f"/flags/{flag.pk}/").content.decode()) == \
+        f"Datasets › {name} › Review › Noisy › Flag {flag.pk}"
+    bulk = client.get(f"/datasets/{world.dataset.pk}/bulk/?kind=noisy").content.decode()
+    assert _crumbs(bulk) == f"Datasets › {name} › Review › Noisy › Apply to all matching"

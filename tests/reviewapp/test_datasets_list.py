@@ -59,13 +59,22 @@ def test_each_dataset_shows_its_open_work(client, reviewer, django_user_model):
     assert chips == [("noisy", reverse("review-queue", args=[busy.pk, "noisy"]), "3", "Noisy"),
                      ("near_duplicate", reverse("review-queue", args=[busy.pk, "near_duplicate"]), "1",
                       "Near duplicate")]
-    assert "Round 3</a>" in row and "status-training" in row and "42 %" in row
+    assert "Round 3</a>" in row and "status-training" in row and "42.4 %" in row
+    assert '<span class="status status-training">Training</span>' in row  # the dataset page's label
     held = re.search(r'<td class="held">(.*?)</td>', row).group(1)
     assert f'<a href="{reverse("review-queue", args=[busy.pk, "noisy"])}">2 Noisy</a>' in held
     assert "Near duplicate" not in held  # the expired claim is not a batch any more
 
     quiet_row = _row(html, quiet)
     assert "no round published yet" in quiet_row and "—" in quiet_row
+
+
+def test_a_finished_round_shows_its_status_label(client, reviewer):
+    dataset, _ = _dataset(reviewer, "done")
+    RoundFactory(dataset=dataset, number=1, finished_at=timezone.now())
+    client.force_login(reviewer)
+    row = _row(client.get(reverse("dataset-list")).content.decode(), dataset)
+    assert '<span class="status status-published">Published</span>' in row
 
 
 def test_the_list_costs_the_same_queries_for_one_dataset_or_many(client, reviewer, django_assert_max_num_queries):

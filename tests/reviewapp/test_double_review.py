@@ -1,5 +1,6 @@
 """Double review: sampling, blind answers, agreement and Cohen's kappa, resolving disagreements;
 through the services and over HTTP (who may set the share, answer, and resolve)."""
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -322,6 +323,9 @@ def test_second_look_over_http(client, team, pending):
     assert f'id="flag-{pending.flag_id}"' in html and answer_url in html
     assert "bob" not in html  # blind: neither who decided nor what (the card shows the label before: ada)
     assert ">ada</bdi>" in html and "Relabelled" not in html
+    assert "Load the next ones" not in html  # the one waiting is on the page: nothing more to load
+    crumbs = re.sub(r"<[^>]+>", "", re.search(r'<nav class="crumbs">(.*?)</nav>', html, re.S).group(1))
+    assert crumbs == f"Datasets › {team.dataset.name} › Team › Second look"
     assert client.post(answer_url, {"action": "bogus"}).status_code == 400
     response = client.post(answer_url, {"action": "relabel"}, **HTMX)  # no target: the card again, open
     assert response.status_code == 200 and "Choose the identity to relabel to" in response.content.decode()
@@ -345,6 +349,8 @@ def test_only_admins_see_and_resolve_disagreements(client, team, pending):
     html = client.get(list_url).content.decode()
     assert f'id="disagreement-{pending.pk}"' in html
     assert "Relabel to <b><bdi>grace</bdi></b>" in html and "Keep as is" in html
+    crumbs = re.sub(r"<[^>]+>", "", re.search(r'<nav class="crumbs">(.*?)</nav>', html, re.S).group(1))
+    assert crumbs == f"Datasets › {team.dataset.name} › Team › Disagreements"
     response = client.post(resolve_url, {"keep": "neither"}, follow=True)
     assert "Choose the first decision or the second answer" in response.content.decode()
     response = client.post(resolve_url, {"keep": "first"})
@@ -361,7 +367,7 @@ def test_the_dataset_page_shows_agreement_and_links(client, team, pending):
     assert "Disagreements" not in html and 'name="claims"' not in html  # a reviewer: no admin forms
     client.force_login(team.users.ann)
     html = client.get(f"/datasets/{team.dataset.pk}/").content.decode()
-    assert "Disagreements (0)" in html and 'name="claims"' in html and 'name="share"' in html
+    assert "Open disagreements (0)" in html and 'name="claims"' in html and 'name="share"' in html
 
 
 def test_an_undone_first_decision_leaves_the_queue(team, pending):

@@ -33,9 +33,18 @@ def test_history_offers_undo_on_each_own_decision_that_would_work(client, world,
     html = client.get(f"/datasets/{world['dataset'].pk}/history").content.decode()
     assert _undo_buttons(html) == [second.pk]
     row = re.search(rf'id="decision-{first.pk}".*?</tr>', html, re.S).group(0)
-    assert 'title="The face was changed since this decision">can’t undo</span>' in row
+    # The reason in short on the row itself, in full as its tooltip.
+    assert ('title="The face was changed since this decision">can’t undo '
+            '<small class="undo-why">face changed since</small></span>') in row
     row = re.search(rf'id="decision-{theirs.pk}".*?</tr>', html, re.S).group(0)
     assert "Undo" not in row and "can’t undo" not in row  # not mine: nothing offered, nothing explained
+
+
+def test_history_names_a_low_quality_mark_in_sentence_case(client, world, user):
+    labels.face_mark_low_quality(face_id=world["faces"][0].pk, user=user)
+    client.force_login(user)
+    html = client.get(f"/datasets/{world['dataset'].pk}/history").content.decode()
+    assert '<span class="action-tag action-low_quality">Low quality</span>' in html
 
 
 def test_a_decided_card_offers_undo_only_while_it_would_work(client, world, user):

@@ -90,7 +90,7 @@ def test_sorts_by_size_open_flags_and_noise(client, world, user):
     noise = client.get(f"{url}?sort=noise").content.decode()
     assert _names(noise) == [alice, "bob", "Carol"]  # 2 of 3, 1 of 5, 0 of 1
     row = re.search(rf'identity-{world["alice"].pk}".*?</tr>', noise, re.S).group(0)
-    assert re.findall(r'<td class="num">(?:<a[^>]*>)?([^<]*)', row) == ["3", "2", "67%"]
+    assert re.findall(r'<td class="num">(?:<a[^>]*>)?([^<]*)', row) == ["3", "2", "66.7 %"]
 
 
 def test_keyset_pages_without_gaps_or_repeats(client, world, user, django_assert_max_num_queries):

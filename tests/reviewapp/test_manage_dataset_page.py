@@ -124,6 +124,15 @@ def test_dataset_page_while_the_first_round_trains(client, dataset, admin):
     assert f'hx-get="{live}"' in html and 'hx-trigger="every 2s"' in html
 
 
+def test_start_panel_names_no_status_that_goes_stale(client, dataset, admin):
+    # The start panel is not polled: it says the round runs, the live panel says how far.
+    RoundFactory(dataset=dataset, number=1, status=Round.Status.QUEUED)
+    client.force_login(admin)
+    html = _page(client, dataset).content.decode()
+    start = html[html.index('id="round-start"'):]
+    assert "Round 1 is running:" in start and "Queued" not in start[:start.index("</section>")]
+
+
 def test_dataset_page_while_the_first_round_is_queued(client, dataset, reviewer):
     RoundFactory(dataset=dataset, number=1, status=Round.Status.QUEUED)
     client.force_login(reviewer)
@@ -140,7 +149,7 @@ def test_live_fragment_polls_while_the_round_runs_and_stops_with_fresh_counts(cl
     running = client.get(url, HTTP_HX_REQUEST="true")
     assert running.status_code == 200
     text = running.content.decode()
-    assert 'hx-trigger="every 2s"' in text and "Round 1 is mining: 60.0 %" in text
+    assert 'hx-trigger="every 2s"' in text and "Round 1 is mining: 60 %" in text
     assert 'aria-valuenow="60.0"' in text
 
     Round.objects.filter(pk=round_.pk).update(status=Round.Status.PUBLISHED, finished_at=timezone.now(),
@@ -148,7 +157,7 @@ def test_live_fragment_polls_while_the_round_runs_and_stops_with_fresh_counts(cl
     FlagFactory(round=round_, face=face)
     done = client.get(url, HTTP_HX_REQUEST="true").content.decode()
     assert "hx-trigger" not in done
-    assert "Round 1 published" in done
+    assert "Round 1 published" in done and "1 flag to review:" in done
     # The counts, open flags and rounds table come with it out of band.
     assert done.count('hx-swap-oob="true"') >= 3
     assert re.search(r'<span class="kind-count">1</span><span class="kind-label">Noisy</span>', done)
@@ -246,4 +255,4 @@ def test_while_it_runs_the_poll_swaps_only_the_panel_and_the_rounds_table(client
     client.force_login(admin)
     text = client.get(reverse("dataset-live", args=[dataset.pk]), HTTP_HX_REQUEST="true").content.decode()
     assert re.findall(r'id="([\w-]+)"[^>]*hx-swap-oob="true"', text) == ["rounds"]
-    assert "12.0 %" in text  # the table's percent follows the round
+    assert "12 %" in text and "12.0 %" not in text  # the table's percent follows the round

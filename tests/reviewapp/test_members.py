@@ -58,10 +58,11 @@ def test_members_page(client, team):
     response = client.post(url, {"username": "carol", "role": "reviewer"})
     assert response.status_code == 302
     page = client.get(url).content.decode()
-    assert "carol is now reviewer" in page and "carol" in page
+    assert "carol is now a reviewer." in page and "carol" in page
     carol = Membership.objects.get(user=users["carol"])
     client.post(url, {"username": "carol", "role": "admin"})
     assert Membership.objects.get(pk=carol.pk).role == "admin"
+    assert "carol is now an admin." in client.get(url).content.decode()
     client.post(url, {"action": "remove", "membership": carol.pk})
     assert not Membership.objects.filter(pk=carol.pk).exists()
     alice = Membership.objects.get(user=users["alice"])

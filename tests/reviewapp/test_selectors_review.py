@@ -142,7 +142,7 @@ def test_hard_flags_name_the_nearest_identity_from_the_evidence(world, user):
     flag(world, 0.8, kind=Flag.Kind.HARD, suggestion="keep", evidence={"nearest_identity_id": foreign.pk})
     cards = sel.review_queue(round_=world.round, kind="hard", user=user).cards
     assert cards[0].suggested == world.bob and cards[0].box == "box-hard"
-    assert cards[0].evidence_lines == ["Almost as close to bob as to alice: probably labelled right, worth a look"]
+    assert cards[0].evidence_lines == ["Almost as close to bob as to alice: probably labelled right, worth a look."]
     assert cards[1].suggested is None  # an identity of another dataset is never shown
 
 
@@ -159,17 +159,17 @@ def test_evidence_in_words_for_each_kind(world, user):
     cards = {c.flag.pk: c for c in sel.cards_for_flags(flag_ids=[noisy.pk, low.pk, pair.pk, near.pk],
                                                        dataset_id=world.dataset.pk)}
     assert cards[noisy.pk].evidence_lines == [
-        "Looks more like bob than like alice: probably filed under the wrong name",
-        "Clearly nearer bob's faces than its own"]
+        "Looks more like bob than like alice: probably filed under the wrong name.",
+        "Clearly nearer bob's faces than its own."]
     assert ("θy: angle to its own identity (°)", "81.04") in cards[noisy.pk].raw_numbers
     assert cards[low.pk].evidence_lines == [
-        "The model sees less of a face here than in 98% of images (lowest 2.3%): blurred, tiny or not a face"]
-    assert cards[pair.pk].evidence_lines == ["The faces of alice and bob look like one person's",
-                                             "alice had 40 faces and bob 12 when the round ran"]
+        "The model sees less of a face here than in 98% of images (lowest 2.3%): blurred, tiny or not a face."]
+    assert cards[pair.pk].evidence_lines == ["The faces of alice and bob look like one person's.",
+                                             "alice had 40 faces and bob 12 when the round ran."]
     assert cards[pair.pk].is_pair and cards[pair.pk].current == world.alice and cards[pair.pk].suggested == world.bob
-    assert cards[near.pk].evidence_lines == ["Practically the same pixels",
+    assert cards[near.pk].evidence_lines == ["Practically the same pixels.",
                                              "Filed under alice and under bob: which label is right?",
-                                             "Nothing is removed unless you choose a copy"]
+                                             "Nothing is removed unless you choose a copy."]
     assert cards[near.pk].removal_face is None
     assert cards[near.pk].faces_shown == [near.face, other]
 
@@ -177,7 +177,7 @@ def test_evidence_in_words_for_each_kind(world, user):
 def test_malformed_evidence_does_not_break_a_card(world, user):
     flag(world, 0.9, evidence={"theta_y_deg": "NaN", "reference_face_ids": "x", "nearest_identity_id": True})
     card = sel.review_queue(round_=world.round, kind="noisy", user=user).cards[0]
-    assert card.evidence_lines == ["Far from the other faces of alice"]
+    assert card.evidence_lines == ["Far from the other faces of alice."]
 
 
 def test_a_page_costs_the_same_few_queries_whatever_its_size(world, user):

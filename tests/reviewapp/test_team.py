@@ -76,6 +76,14 @@ def test_the_queue_page_shows_holds_and_the_exact_own_count(client, team):
     assert "advisory: others skip held flags but may still decide one" in html
 
 
+def test_a_hold_taken_under_a_minute_ago_says_just_now(client, team):
+    [flag] = flags(team, 1)
+    hold([flag.pk], team.users.cy, 0)
+    client.force_login(team.users.bob)
+    html = client.get(f"/datasets/{team.dataset.pk}/review/noisy/").content.decode()
+    assert "<bdi>cy</bdi>: 1 flag, taken just now, free in 30 min" in html
+
+
 def test_the_flag_page_says_who_holds_it(client, team):
     [flag] = flags(team, 1)
     hold([flag.pk], team.users.bob, 20)
@@ -83,6 +91,7 @@ def test_the_flag_page_says_who_holds_it(client, team):
     html = client.get(f"/flags/{flag.pk}/").content.decode()
     assert "Held by <b><bdi>bob</bdi></b> for 10 more minutes" in html
     assert "(claims are advisory here: you may still decide it)" in html
+    assert '<fieldset class="fc-buttons">' in html and "fc-held" not in html  # advisory: the buttons work
     client.force_login(team.users.bob)
     assert "Held by" not in client.get(f"/flags/{flag.pk}/").content.decode()
 
@@ -161,9 +170,24 @@ def test_an_enforced_refusal_over_http(client, team):
     client.force_login(team.users.cy)
     html = client.get(f"/flags/{flag.pk}/").content.decode()
     assert "(claims are enforced here: only <bdi>bob</bdi> can decide it until then)" in html
+    # The flag page shows the decision buttons disabled, saying why.
+    disabled = '<fieldset class="fc-buttons" disabled>'
+    assert disabled in html and "Only <b><bdi>bob</bdi></b> can decide this flag while they hold it." in html
+    # From a queue card the refusal comes as a message.
     response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and "bob holds this flag for 30 more minutes" in response.content.decode()
+    # From the flag page (a page opened before the hold) the card comes back disabled, no message repeats it.
+    response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm", "large": "1"}, HTTP_HX_REQUEST="true")
+    text = response.content.decode()
+    assert disabled in text and "holds this flag" not in text and '<p class="message' not in text
+    # Without JavaScript: back on the flag page, which says it once (the banner), with no flash message.
+    response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm", "large": "1"},
+                           HTTP_REFERER=f"http://testserver/flags/{flag.pk}/", follow=True)
+    text = response.content.decode()
+    assert "Held by <b><bdi>bob</bdi></b>" in text and "holds this flag" not in text and disabled in text
     assert Flag.objects.get(pk=flag.pk).state == Flag.State.OPEN
+    client.force_login(team.users.bob)  # the holder decides as usual
+    assert '<fieldset class="fc-buttons">' in client.get(f"/flags/{flag.pk}/").content.decode()
 
 
 # -- throughput -----------------------------------------------------------------------------------

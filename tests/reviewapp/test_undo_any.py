@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from reviewapp.models import Decision, Face, Flag, Job
+from reviewapp.models import Decision, Flag, Job
 from reviewapp.selectors.undo import undo_blockers, undoable_ids
 from reviewapp.services import labels
 from reviewapp.services.faces import faces_bulk_action
@@ -15,22 +15,7 @@ from reviewapp.services.labels import LabelConflict
 from reviewapp.services import undo as undo_service
 from reviewapp.services.undo import UndoRefused, batch_undo, batch_undo_start, decision_undo
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory, RoundFactory
-
-
-@pytest.fixture
-def people(db):
-    a = IdentityFactory(name="alice")
-    b = IdentityFactory(name="bob", source=a.source)
-    return a, b
-
-
-@pytest.fixture
-def other_user(django_user_model):
-    return django_user_model.objects.create_user(username="other", password="pw-other-1")
-
-
-def _state(*faces):
-    return [tuple(Face.objects.filter(pk=f.pk).values_list("identity_id", "status").get()) for f in faces]
+from tests.reviewapp.test_undo import _state, other_user, people  # noqa: F401 (fixtures)
 
 
 def test_an_older_decision_is_undone_while_later_ones_on_other_faces_stay(people, user):

@@ -87,6 +87,7 @@ def test_identity_page_shows_faces_boxed_and_the_name_as_text(client, world, use
     assert f'name="ids" value="{faces[2].pk}"' in html
     assert html.count('class="face-card') == 34
     assert f'/identities/{alice.pk}/vs/{world["bob"].pk}/?flag={duplicate.pk}"><bdi>Bob</bdi></a>' in html
+    assert 'value="other"> the identity you pick above</label>' in html  # the merge's other survivor, plainly
 
 
 def test_face_pages_load_more_by_keyset(client, world, user, settings):
@@ -124,7 +125,7 @@ def test_bulk_remove_and_low_quality_report_conflicts(client, world, user):
     html = response.content.decode()
     assert response.status_code == 200
     assert f'<div id="face-{faces[0].pk}" hx-swap-oob="delete">' in html
-    assert "Removed 2 face(s)" in html and "1 face(s) skipped" in html
+    assert "Removed 2 faces" in html and "1 face skipped" in html
     assert 'id="identity-counts" hx-swap-oob="true"' in html and "<strong>1</strong> active" in html
     assert list(Face.objects.filter(pk__in=[f.pk for f in faces]).order_by("pk").values_list("status", flat=True)) \
         == ["removed", "removed", "removed", "active"]
@@ -152,7 +153,7 @@ def test_bulk_relabel_moves_faces_and_refuses_foreign_targets(client, world, use
     response = client.post(f"/identities/{world['alice'].pk}/bulk",
                            {"action": "relabel", "ids": [faces[0].pk, faces[1].pk], "identity_id": world["bob"].pk},
                            **HTMX)
-    assert "Relabelled 2 face(s) to Bob" in response.content.decode()
+    assert "Relabelled 2 faces to Bob" in response.content.decode()
     assert Face.objects.filter(identity=world["bob"]).count() == 4
     foreign = IdentityFactory()
     response = client.post(f"/identities/{world['alice'].pk}/bulk",

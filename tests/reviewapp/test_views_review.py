@@ -197,7 +197,7 @@ def test_htmx_decision_swaps_in_the_decided_card(client, user, world):
     assert card_ids(html) == [flag.pk]
     assert re.search(r'<article class="face-card fc-kind-noisy decided"', html)
     assert 'name="action"' not in html  # no buttons on a decided card
-    assert "Done as suggested: Relabel by reviewer" in html
+    assert "Relabelled by <bdi>reviewer</bdi>" in html
     assert 'id="messages"' in html and 'hx-swap-oob="true"' in html
     assert "<html" not in html
     assert Face.objects.get(pk=flag.face_id).identity_id == world.bob.pk
@@ -210,7 +210,7 @@ def test_second_reviewer_gets_the_current_card_and_a_message_not_an_error(client
     response = client.post(f"/flags/{flag.pk}/decide", {"action": "confirm"}, **HTMX)
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Kept as is: Keep by second" in html
+    assert "Kept as is by <bdi>second</bdi>" in html
     messages = re.search(r'<div id="messages"[^>]*hx-swap-oob="true"[^>]*>(.*?)</div>', html, re.S).group(1)
     assert "already decided by second" in messages and "warning" in messages
     assert Decision.objects.count() == 1
@@ -227,13 +227,23 @@ def test_decision_without_htmx_redirects_back_with_a_message(client, user, world
     assert Face.objects.get(pk=flag.face_id).status == Face.Status.REMOVED
 
 
+@pytest.mark.parametrize("action, said", [("remove", "Removed by"), ("low_quality", "Marked low quality by"),
+                                          ("reject", "Kept as is by")])
+def test_a_decided_card_says_once_what_was_done_and_by_whom(client, user, world, action, said):
+    flag = noisy(world, 0.9)
+    client.force_login(user)
+    html = client.post(f"/flags/{flag.pk}/decide", {"action": action}, **HTMX).content.decode()
+    decided = re.search(r'<p class="fc-decided">(.*?)</p>', html, re.S).group(1)
+    assert f"{said} <bdi>reviewer</bdi>" in decided and ":" not in decided.split("<button")[0]
+
+
 def test_relabel_through_the_form_and_a_bad_action(client, user, world):
     flag = noisy(world, 0.9)
     carol = IdentityFactory(source=world.source, name="carol")
     client.force_login(user)
     assert client.post(f"/flags/{flag.pk}/decide", {"action": "explode"}, **HTMX).status_code == 400
     response = client.post(f"/flags/{flag.pk}/decide", {"action": "relabel", "identity_id": carol.pk}, **HTMX)
-    assert "Decided otherwise: Relabel by reviewer" in response.content.decode()
+    assert "Relabelled by <bdi>reviewer</bdi>" in response.content.decode()
     assert Face.objects.get(pk=flag.face_id).identity_id == carol.pk
 
 
@@ -329,6 +339,15 @@ def test_take_a_batch_hides_it_from_the_other_reviewer(client, user, other_user,
     theirs = card_ids(client.get(queue_url(world)).content.decode())
     assert theirs == [f.pk for f in flags[50:]]
     assert Flag.objects.filter(claimed_by=user).count() == 50
+
+
+def test_taking_one_flag_says_flag_in_the_singular(client, user, world):
+    noisy(world, 0.9)
+    client.force_login(user)
+    response = client.post(queue_url(world) + "claim", {"round": 1, "size": 50}, follow=True)
+    assert "You hold 1 flag for 30 minutes." in response.content.decode()
+    response = client.post(queue_url(world) + "claim", {"action": "release"}, follow=True)
+    assert "Released 1 flag." in response.content.decode()
 
 
 def test_release_gives_the_batch_back(client, user, world):
