@@ -19,7 +19,7 @@ from .models import Identity, Job, Round
 from .selectors.bulk import bulk_preview, selection_resolve
 from .selectors.manage import bulk_job_title, job_view
 from .services.bulk import GROWTH_ALLOWED, PAIR_ACTIONS, BulkRefused, PreviewOutdated, bulk_start
-from .services.jobs import REVIEW_KINDS
+from .rules import REVIEW_KINDS
 
 ACTION_CHOICES = [("confirm", "Confirm (do what each flag suggests)"), ("reject", "Keep (nothing changes)"),
                   ("remove", "Remove the faces"), ("low_quality", "Mark the faces low quality"),

@@ -25,7 +25,8 @@ from .selectors.manage import (
 from .selectors.team import team_panel
 from .services.jobs import export_file, job_export_start, job_import_start
 from .services.members import membership_remove, membership_set
-from .services.rounds import ACTIVE, RoundConflict, round_cancel, round_start
+from .rules import ROUND_ACTIVE
+from .services.rounds import RoundConflict, round_cancel, round_start
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -199,7 +200,7 @@ def round_page(request, round_id: int):
 @require_GET
 def round_progress_page(request, round_id: int):
     round_ = access_round(request.user, round_id)
-    context = _round_context(round_, oob=round_.status not in ACTIVE)
+    context = _round_context(round_, oob=round_.status not in ROUND_ACTIVE)
     context["is_admin"] = _is_admin(request.user, round_.dataset_id)
     return render(request, "manage/_round_progress.html", context)
 

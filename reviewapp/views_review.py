@@ -26,7 +26,8 @@ from .selectors.review import (
     review_queue,
 )
 from .selectors.team import flag_hold, queue_holds
-from .services.flags import claim_seconds, flag_decide, flags_claim, flags_decide_bulk, flags_release
+from .rules import claim_seconds
+from .services.flags import flag_decide, flags_claim, flags_decide_bulk, flags_release
 from .services.images import image_pixel_size
 from .services.labels import LabelConflict
 

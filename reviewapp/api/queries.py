@@ -4,7 +4,7 @@ from django.db.models import Q, QuerySet
 
 from ..access import role_of, visible, visible_dataset_ids
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Round
-from ..services.jobs import REVIEW_KINDS
+from ..rules import REVIEW_KINDS
 
 
 def datasets_visible(*, user) -> QuerySet:
@@ -34,7 +34,7 @@ def rounds_visible(*, user) -> QuerySet:
 
 def jobs_visible(*, user) -> QuerySet:
     """Jobs are admin work: those of datasets the user administers, and the user's own
-    imports that have no dataset yet; and reviewers' work (services.jobs.REVIEW_KINDS: bulk
+    imports that have no dataset yet; and reviewers' work (rules.REVIEW_KINDS: bulk
     decisions, batch undos) of every dataset the user is a member of."""
     jobs = Job.objects.all()
     if user.is_staff:

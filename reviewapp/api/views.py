@@ -18,7 +18,8 @@ from ..models import Dataset, Decision, Face, Flag, Identity, Job, Round
 from ..selectors import bulk as bulk_selectors
 from ..services.bulk import BulkRefused, PreviewOutdated, bulk_start
 from ..services.flags import flag_decide
-from ..services.jobs import REVIEW_KINDS, job_export_start
+from ..rules import REVIEW_KINDS
+from ..services.jobs import job_export_start
 from ..services.labels import LabelConflict
 from ..services.rounds import RoundConflict, round_cancel, round_start
 from ..services.undo import batch_undo_start, decision_undo

@@ -5,6 +5,7 @@ from django.db.models import Count
 from ..access import visible
 from ..kinds import KIND_ORDER, kind_title
 from ..models import Dataset, Face, Flag, Round
+from ..rules import ROUND_ACTIVE, claim_cutoff
 
 
 def dataset_list(*, user):
@@ -14,11 +15,6 @@ def dataset_list(*, user):
     held (the user's unexpired batch: (kind, title, count)). Five queries however many datasets:
     one GROUP BY each over their faces, open flags and the user's claims, one for the datasets
     and one for their rounds."""
-    # Here, not at the top: every selectors submodule imports this package first, and services
-    # import selectors submodules.
-    from ..services.flags import claim_cutoff
-    from ..services.rounds import ACTIVE
-
     datasets = list(visible(Dataset.objects.all(), user, dataset="pk").order_by("name"))
     ids = [d.pk for d in datasets]
     counts = {}
@@ -32,7 +28,7 @@ def dataset_list(*, user):
         latest.setdefault(round_.dataset_id, round_)
         if round_.status == Round.Status.PUBLISHED:
             published.setdefault(round_.dataset_id, round_)
-        elif round_.status in ACTIVE:
+        elif round_.status in ROUND_ACTIVE:
             running.setdefault(round_.dataset_id, round_)
     open_flags = _per_dataset(
         Flag.objects.filter(round_id__in=[r.pk for r in published.values()], state=Flag.State.OPEN))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from django.db.models import Q, QuerySet
 
 from ..models import Face, Flag, Identity, Round
-from ..services.flags import claim_cutoff
+from ..rules import claim_cutoff
 
 SAMPLE_SIZE = 12
 

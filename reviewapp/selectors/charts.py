@@ -6,7 +6,7 @@ from django.core.cache import cache
 
 from ..kinds import KIND_ORDER, kind_title
 from ..models import Round
-from ..services.rounds import ACTIVE
+from ..rules import ROUND_ACTIVE
 
 CHARTS = {
     "angles": "θ_y against θ_(1)",
@@ -35,7 +35,7 @@ def _placeholder(title: str, text: str) -> bytes:
 
 def _why_no_chart(round_: Round, chart: str) -> str | None:
     summary = round_.summary or {}
-    if round_.status in ACTIVE:
+    if round_.status in ROUND_ACTIVE:
         return "Charts appear when the round publishes."
     if round_.status != Round.Status.PUBLISHED:
         return f"The round {round_.get_status_display()}: it has no charts."

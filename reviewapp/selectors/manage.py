@@ -17,9 +17,8 @@ from django.utils import timezone
 from ..access import administers_any
 from ..models import Dataset, Decision, Face, Flag, Identity, Job, Membership, Round
 from ..kinds import KIND_ORDER, kind_title
-from ..services.jobs import REVIEW_KINDS, heartbeat_age, stale_seconds
 from .active_faces import merge_survivors
-from ..services.rounds import ACTIVE
+from ..rules import REVIEW_KINDS, ROUND_ACTIVE, heartbeat_age, job_stale_seconds
 
 STATS_CACHE_SECONDS = 600
 STAGES = (Round.Status.QUEUED, Round.Status.TRAINING, Round.Status.EXTRACTING, Round.Status.MINING,
@@ -134,7 +133,7 @@ def dataset_rounds(*, dataset: Dataset, limit: int = 20) -> list[Round]:
 
 
 def active_round(*, dataset: Dataset) -> Round | None:
-    return Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("number").first()
+    return Round.objects.filter(dataset=dataset, status__in=ROUND_ACTIVE).order_by("number").first()
 
 
 def latest_round(*, dataset: Dataset) -> Round | None:
@@ -195,7 +194,7 @@ class RoundProgress:
 
 def round_progress(*, round_: Round) -> RoundProgress:
     progress = round_.progress or {}
-    active = round_.status in ACTIVE
+    active = round_.status in ROUND_ACTIVE
     stage = progress.get("stage") or round_.status
     percent = float(progress.get("percent") or 0.0)
     if round_.status == Round.Status.PUBLISHED:
@@ -348,7 +347,7 @@ def _job_view(*, job: Job) -> JobView:
     if job.status == Job.Status.QUEUED:
         waited = (timezone.now() - job.created_at).total_seconds()
         message = "Waiting for a worker."
-        if waited > stale_seconds():
+        if waited > job_stale_seconds():
             message = (f"Still waiting for a worker after {_duration(waited)}: is a Celery worker serving the "
                        "default queue running?")
     elif job.status == Job.Status.RUNNING:
@@ -362,7 +361,7 @@ def _job_view(*, job: Job) -> JobView:
             message = f"Running: {progress['stage']} {progress.get('done', 0):,}" + (
                 f" of {total:,}" if total else "")
         age = heartbeat_age(job)
-        if age is not None and age > stale_seconds() / 2:
+        if age is not None and age > job_stale_seconds() / 2:
             message += f" No word from its worker for {_duration(age)}."
     files = [(i, str(name).rsplit("/", 1)[-1]) for i, name in enumerate(result.get("files") or [])]
     return JobView(job=job, active=active, message=message, files=files, progress=bar)

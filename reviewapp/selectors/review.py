@@ -24,7 +24,7 @@ from django.db.models.functions import RowNumber
 from .. import evidence
 from ..kinds import kind_title
 from ..models import Decision, Face, Flag, Identity, Round
-from ..services.flags import claim_cutoff, named_removal
+from ..rules import claim_cutoff, named_removal
 from .undo import undo_blockers
 
 PAGE_SIZE = 16
@@ -195,7 +195,7 @@ class FlagCard:
 
     @property
     def removal_face(self) -> Face | None:
-        """The copy a removal takes out by default (services.flags.named_removal); None for a
+        """The copy a removal takes out by default (rules.named_removal); None for a
         picture under two identities whose right label the mining could not tell."""
         target = named_removal(self.flag)
         if self.other_face is not None and target == self.flag.other_face_id:

@@ -16,8 +16,7 @@ from django.utils import timezone
 
 from ..kinds import KIND_ORDER, kind_title
 from ..models import Dataset, Decision, Face, Flag, Identity, SecondReview
-from ..services.claims import claim_expires_at
-from ..services.flags import claim_cutoff
+from ..rules import claim_cutoff, claim_expires_at
 from . import review as review_selectors
 
 # Decisions that are a reviewer's review work (not imports, role or setting changes, undos).

@@ -2,24 +2,18 @@
 
 Advisory (the default): other reviewers' queues skip a flag someone holds, but whoever opens
 it may still decide it. Enforced: only the holder may decide a held flag until the claim
-expires (services.flags.claim_seconds after it was taken) or is given back.
+expires (reviewapp.rules.claim_seconds after it was taken) or is given back.
 """
 import math
-from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from ..models import Dataset, Decision
-# A module, not names: flags imports this module to call claim_check.
-from . import flags as flag_services
+from ..rules import claim_expires_at
 from .labels import LabelConflict
 
-__all__ = ["claim_check", "claim_expires_at", "dataset_claims_set"]
-
-
-def claim_expires_at(claimed_at):
-    return claimed_at + timedelta(seconds=flag_services.claim_seconds())
+__all__ = ["claim_check", "dataset_claims_set"]
 
 
 def claim_check(*, flag, user, now=None) -> None:

@@ -26,6 +26,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..models import Dataset, Decision, Flag, Identity, SecondReview
+from ..rules import named_removal
 from . import flags as flag_services
 from . import undo
 from .labels import LabelConflict
@@ -85,7 +86,7 @@ def answer_verdict(flag: Flag, *, action: str, dataset_id: int, before_identity:
             raise ValueError("This flag suggests no identity to relabel to")
         action, identity_id = "relabel", flag.suggested_identity_id
     elif action == "confirm" and flag.suggestion == Flag.Suggestion.REMOVE:
-        return _with_copy("remove", flag, remove_face_id or flag_services.named_removal(flag))
+        return _with_copy("remove", flag, remove_face_id or named_removal(flag))
     elif action == "confirm":
         return "merge"
     if action == "relabel":
@@ -93,7 +94,7 @@ def answer_verdict(flag: Flag, *, action: str, dataset_id: int, before_identity:
             raise ValueError("Choose the identity to relabel to")
         target = _survivor(identity_id, dataset_id)
         return "keep" if target == before_identity else f"relabel:{target}"
-    removed = remove_face_id or flag_services.named_removal(flag)
+    removed = remove_face_id or named_removal(flag)
     if remove_face_id is not None and remove_face_id not in (flag.face_id, flag.other_face_id):
         raise ValueError("Choose one of the two copies to remove")
     return _with_copy(action, flag, removed)

@@ -15,14 +15,13 @@ the reviewer's choice (remove_face_id, either copy). The reviewer may always pic
 """
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Decision, Face, Flag, Identity
+from ..rules import claim_cutoff, named_removal
 from . import claims, double_review, labels
 from .labels import LabelConflict
 
@@ -30,7 +29,7 @@ ACTIONS = ("confirm", "reject", "relabel", "remove", "low_quality")
 FACE_ACTIONS = ("relabel", "remove", "low_quality")
 MAX_CLAIM = 500
 
-__all__ = ["ACTIONS", "BulkResult", "LabelConflict", "claim_cutoff", "claim_seconds", "flag_decide", "flags_claim",
+__all__ = ["ACTIONS", "BulkResult", "LabelConflict", "flag_decide", "flags_claim",
            "flags_decide_bulk", "flags_release"]
 
 
@@ -40,15 +39,6 @@ class BulkResult:
     conflicts: list[tuple[int, str]] = field(default_factory=list)
     # The id every Decision row of this action carries (Decision.batch): undone as one.
     batch: uuid.UUID | None = None
-
-
-def claim_seconds() -> int:
-    return int(getattr(settings, "FLAG_CLAIM_SECONDS", 1800))
-
-
-def claim_cutoff(now=None):
-    """Claims taken before this moment have expired."""
-    return (now or timezone.now()) - timedelta(seconds=claim_seconds())
 
 
 # -- one flag -------------------------------------------------------------------------------------
@@ -125,17 +115,6 @@ def _low_quality(flag, *, user, batch, remove_face_id=None, **_):
 
 _ACTIONS = {"confirm": _confirm, "reject": _reject, "relabel": _relabel, "remove": _remove,
             "low_quality": _low_quality}
-
-
-def named_removal(flag) -> int | None:
-    """The face the flag's own suggestion takes out: for a near-duplicate pair the copy its
-    evidence names ("remove": "other_index" / "index"; None where it names none, a label
-    question left to the reviewer; flags from before the key existed: `face`), else `face`."""
-    evidence = flag.evidence if isinstance(flag.evidence, dict) else {}
-    if flag.other_face_id is None or "remove" not in evidence:
-        return flag.face_id
-    return {"other_index": flag.other_face_id, "other_face": flag.other_face_id,
-            "index": flag.face_id, "face": flag.face_id}.get(evidence["remove"])
 
 
 def _removal_target(flag, chosen: int | None = None) -> int:

@@ -4,7 +4,7 @@ exporting the cleaned dataset (list or RecordIO) with its decisions for download
 A Job row is the source of truth. The Celery task (reviewapp.tasks.run_job_task) claims a
 queued job with a conditional update, so a duplicate delivery does nothing; while it works, a
 thread writes a heartbeat (and the import's progress) into Job.result. A running job whose
-heartbeat is older than stale_seconds() lost its worker: the sweep every worker runs
+heartbeat is older than rules.job_stale_seconds() lost its worker: the sweep every worker runs
 (jobs_sweep, every sweep_seconds()) marks it failed with a message saying so, instead of showing
 it running forever, and sends again a queued job whose message was lost (the broker was down).
 A failed job's folder loses its temporary files, and the sweep removes any temporary export
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path, PurePath
 
 from django.conf import settings
@@ -29,23 +29,17 @@ from django.utils.text import slugify
 
 from .. import queueing
 from ..models import Dataset, Job, Membership
-from .workers import HeartbeatThread, beat_seconds, setting_seconds, sweep_seconds
+from ..rules import heartbeat_age, job_stale_seconds, setting_seconds
+from .workers import HeartbeatThread, beat_seconds, sweep_seconds
 
 log = logging.getLogger("reviewapp.jobs")
-# Jobs of reviewers' work (deciding flags, undoing a batch): every member of the dataset sees
-# them, where imports and exports are its admins' alone.
-REVIEW_KINDS = (Job.Kind.BULK_DECIDE, Job.Kind.BATCH_UNDO)
 IMPORT_FORMATS = ("folder", "list", "recordio")
 EXPORT_FORMATS = ("list", "recordio")
 NAME_MAX = 200
 
 
-def stale_seconds() -> float:
-    return setting_seconds("JOB_STALE_SECONDS", 60)
-
-
 def heartbeat_seconds() -> float:
-    return beat_seconds(stale_seconds(), at_most=5.0)
+    return beat_seconds(job_stale_seconds(), at_most=5.0)
 
 
 def data_root() -> Path:
@@ -231,17 +225,6 @@ def job_fail(*, job_id: int, error: str, worker: str | None = None) -> bool:
     return failed
 
 
-def heartbeat_age(job: Job) -> float | None:
-    """Seconds since the job's worker last reported, for a running job."""
-    stamp = (job.result or {}).get("heartbeat_at")
-    if job.status != Job.Status.RUNNING or not stamp:
-        return None
-    try:
-        return (timezone.now() - datetime.fromisoformat(stamp)).total_seconds()
-    except (TypeError, ValueError):
-        return None
-
-
 def _stale_message(age: float) -> str:
     return (f"The worker running this job stopped reporting {age:.0f} s ago (it died or was restarted), so "
             "the job was marked failed. Nothing was half-written: start it again.")
@@ -254,17 +237,17 @@ RESUME_ATTEMPTS = 3
 
 
 def job_check(*, job_id: int) -> Job:
-    """The job, after failing it when it runs without a heartbeat for stale_seconds() (a
+    """The job, after failing it when it runs without a heartbeat for job_stale_seconds() (a
     resumable one is queued again instead, RESUME_ATTEMPTS times; jobs_requeue_lost sends it)."""
     job = Job.objects.get(pk=job_id)
     age = heartbeat_age(job)
     attempts = int((job.result or {}).get("attempts") or 1)
-    if age is not None and age > stale_seconds() and job.kind in RESUMABLE and attempts < RESUME_ATTEMPTS:
+    if age is not None and age > job_stale_seconds() and job.kind in RESUMABLE and attempts < RESUME_ATTEMPTS:
         log.warning("job %s: its worker stopped reporting %.0f s ago; queued again to resume", job_id, age)
         Job.objects.filter(pk=job_id, status=Job.Status.RUNNING, result__heartbeat_at=job.result["heartbeat_at"]).update(
             status=Job.Status.QUEUED, result={"attempts": attempts + 1, "progress": job.result.get("progress")})
         job.refresh_from_db()
-    elif age is not None and age > stale_seconds():
+    elif age is not None and age > job_stale_seconds():
         if Job.objects.filter(pk=job_id, status=Job.Status.RUNNING,
                               result__heartbeat_at=job.result["heartbeat_at"]).update(
                 status=Job.Status.FAILED, error=_stale_message(age), finished_at=timezone.now()):

@@ -30,14 +30,12 @@ from ml.api import evidence_json, evidence_published
 
 from .. import queueing
 from ..models import Dataset, Decision, Flag, Round
+from ..rules import ROUND_ACTIVE, ROUND_RUNNING, setting_seconds
 from ..queueing import ROUNDS_QUEUE  # noqa: F401 (named here too)
 from .publish_checks import flags_as_of_now, flags_supersede, snapshot_identities
 from .round_data import clean_round_config
-from .workers import setting_seconds
 
 QUEUED, PUBLISHED = Round.Status.QUEUED, Round.Status.PUBLISHED
-RUNNING = (Round.Status.TRAINING, Round.Status.EXTRACTING, Round.Status.MINING)
-ACTIVE = (QUEUED, *RUNNING)
 
 
 class RoundConflict(Exception):
@@ -108,7 +106,7 @@ def round_start(*, dataset: Dataset, method: str, config: dict | None = None, us
     config = clean_round_config(method, config)
     # Serialises concurrent starts on one dataset (Postgres); the unique number is the backstop.
     Dataset.objects.select_for_update().filter(pk=dataset.pk).first()
-    running = Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("number").first()
+    running = Round.objects.filter(dataset=dataset, status__in=ROUND_ACTIVE).order_by("number").first()
     if running is not None:
         raise RoundConflict(f"round {running.number} of {dataset.name} is {running.status}")
     number = (Round.objects.filter(dataset=dataset).aggregate(n=Max("number"))["n"] or 0) + 1
@@ -132,7 +130,7 @@ def round_claim(*, round_id: int, worker: str) -> Round | None:
     A compare-and-set on the values just read, so two workers never both win."""
     seen = Round.objects.filter(pk=round_id).values(
         "status", "worker", "heartbeat_at", "progress", "method").first()
-    if seen is None or seen["status"] not in ACTIVE:
+    if seen is None or seen["status"] not in ROUND_ACTIVE:
         return None
     now = timezone.now()
     if seen["status"] != QUEUED:
@@ -157,7 +155,7 @@ def round_claim(*, round_id: int, worker: str) -> Round | None:
 def round_heartbeat(*, round_id: int, worker: str, progress: dict) -> bool:
     """Record progress and that `worker` is alive. False when the round is no longer this
     worker's running round (cancelled, taken over, finished): the worker must stop."""
-    return bool(Round.objects.filter(pk=round_id, worker=worker, status__in=RUNNING)
+    return bool(Round.objects.filter(pk=round_id, worker=worker, status__in=ROUND_RUNNING)
                 .update(progress=progress, heartbeat_at=timezone.now()))
 
 
@@ -174,7 +172,7 @@ def round_cancel(*, round_id: int, user=None) -> Round:
         current = Round.objects.filter(pk=round_id).values_list("status", flat=True).first()
         if current is None:
             raise Round.DoesNotExist(f"no round {round_id}")
-        if current not in ACTIVE:
+        if current not in ROUND_ACTIVE:
             raise RoundConflict(f"the round has already ended ({current})")
         if Round.objects.filter(pk=round_id, status=current).update(
                 status=Round.Status.CANCELLED, finished_at=timezone.now(),
@@ -185,7 +183,7 @@ def round_cancel(*, round_id: int, user=None) -> Round:
 
 def round_fail(*, round_id: int, worker: str, error: str) -> bool:
     """Mark `worker`'s running round failed; False when it no longer holds it."""
-    return bool(Round.objects.filter(pk=round_id, worker=worker, status__in=RUNNING).update(
+    return bool(Round.objects.filter(pk=round_id, worker=worker, status__in=ROUND_RUNNING).update(
         status=Round.Status.FAILED, finished_at=timezone.now(), error=error[:4000]))
 
 

@@ -15,8 +15,9 @@ import socket
 import threading
 from typing import Callable
 
-from django.conf import settings
 from django.db import connection
+
+from ..rules import setting_seconds
 
 log = logging.getLogger("reviewapp.workers")
 
@@ -24,12 +25,6 @@ log = logging.getLogger("reviewapp.workers")
 def worker_name(hostname: str | None = None) -> str:
     """Unique per process: a restarted worker must not pass for the one that died."""
     return f"{hostname or socket.gethostname()}:{os.getpid()}"
-
-
-def setting_seconds(name: str, default: float) -> float:
-    """A duration setting. Settings win over the environment (the environment lets tests
-    shorten it in a worker)."""
-    return float(getattr(settings, name, os.environ.get(name, default)))
 
 
 def sweep_seconds() -> float:

@@ -9,7 +9,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from reviewapp.models import Dataset, Round
-from reviewapp.services.rounds import ACTIVE, RoundConflict, round_cancel, round_start
+from reviewapp.rules import ROUND_ACTIVE
+from reviewapp.services.rounds import RoundConflict, round_cancel, round_start
 from reviewapp.services.round_pipeline import execute_round
 from reviewapp.services.workers import worker_name
 
@@ -117,7 +118,7 @@ class Command(BaseCommand):
         return show
 
     def _cancel_active(self, dataset: Dataset) -> None:
-        active = Round.objects.filter(dataset=dataset, status__in=ACTIVE).order_by("-pk").first()
+        active = Round.objects.filter(dataset=dataset, status__in=ROUND_ACTIVE).order_by("-pk").first()
         if active is None:
             raise CommandError(f"{dataset.name} has no active round to cancel")
         try:
@@ -144,7 +145,7 @@ class Command(BaseCommand):
             while True:
                 round_.refresh_from_db()
                 show(round_.progress or {})
-                if round_.status not in ACTIVE:
+                if round_.status not in ROUND_ACTIVE:
                     return round_
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
