@@ -15,7 +15,7 @@ from django.db import connection
 
 from .queueing import ROUNDS_QUEUE
 from .services.round_pipeline import execute_round
-from .services.round_recovery import rounds_recover
+from .services.round_recovery import rounds_centres_backfill, rounds_recover
 from .services.workers import worker_name
 
 log = logging.getLogger("reviewapp.rounds")
@@ -41,6 +41,7 @@ def _recover_on_worker_start(sender=None, **kwargs) -> None:
         return
     try:
         rounds_recover()
+        rounds_centres_backfill()
     except Exception:  # never keep a worker from starting
         log.exception("could not re-queue unfinished rounds")
     finally:

@@ -10,6 +10,7 @@ from reviewapp.selectors import identities as sel
 from reviewapp.services import labels
 from reviewapp.services.round_data import SNAPSHOT_FILE, RoundFaces, round_key, save_round_faces
 from reviewapp.services.round_pipeline import round_centres_write
+from reviewapp.services.round_recovery import rounds_centres_backfill
 from reviewapp.services.undo import decision_undo
 from tests.factories import FaceFactory, FlagFactory, IdentityFactory, RoundFactory
 
@@ -114,6 +115,17 @@ def test_a_search_never_writes_the_centres_it_lacks(planted):
     found = sel.nearest_identities(dataset_id=planted["a"].dataset_id, identity=planted["a"])
     assert found.identities == [] and "holds no embedding" in found.note
     assert not cache.exists()  # a GET reads; the round's publish writes (services.round_pipeline)
+
+
+def test_a_rounds_worker_writes_the_centres_a_round_published_before_them_lacks(planted):
+    # A round published before rounds wrote their centres: the search finds them once a rounds
+    # worker has started, and a second start writes nothing.
+    cache = RunFolder(planted["run_dir"]).identity_centres
+    cache.unlink()
+    assert rounds_centres_backfill() == 1 and cache.exists()
+    found = sel.nearest_identities(dataset_id=planted["a"].dataset_id, face=planted["odd"])
+    assert found.identities[0] == planted["c"]
+    assert rounds_centres_backfill() == 0
 
 
 def test_no_published_round_means_no_nearest_identities(db):
