@@ -9,25 +9,7 @@ from reviewapp.models import Flag, Membership, Round
 from reviewapp.services.labels import face_relabel, identity_merge
 from reviewapp.services.undo import decision_undo
 from tests.factories import DatasetFactory, FaceFactory, FlagFactory, IdentityFactory, MembershipFactory, RoundFactory
-
-
-@pytest.fixture
-def dataset(db):
-    return DatasetFactory(name="page <set>")
-
-
-@pytest.fixture
-def admin(dataset, django_user_model):
-    user = django_user_model.objects.create_user(username="adm", password="pw-adm-1")
-    MembershipFactory(user=user, dataset=dataset, role=Membership.Role.ADMIN)
-    return user
-
-
-@pytest.fixture
-def reviewer(dataset, django_user_model):
-    user = django_user_model.objects.create_user(username="rev", password="pw-rev-1")
-    MembershipFactory(user=user, dataset=dataset, role=Membership.Role.REVIEWER)
-    return user
+from tests.reviewapp.test_views_manage import admin, dataset, reviewer  # noqa: F401 (fixtures)
 
 
 def _page(client, dataset):
