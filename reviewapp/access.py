@@ -124,7 +124,7 @@ def access_decision(user, decision_id: int, *, admin: bool = False) -> Decision:
 
 def access_job(user, job_id: int, *, admin: bool = True) -> Job:
     """Jobs are admin work; an import job without a dataset yet is its creator's or staff's."""
-    job = Job.objects.filter(pk=job_id).first()
+    job = Job.objects.select_related("created_by").filter(pk=job_id).first()  # the job page names its starter
     if job is not None and job.dataset_id is None:
         if user.is_authenticated and (user.is_staff or job.created_by_id == user.pk):
             return job

@@ -250,9 +250,9 @@ class ShareForm(TeamSettingForm):
         try:
             percent = float(self.cleaned_data["share"].strip().rstrip("%"))
         except ValueError:
-            raise forms.ValidationError("give the share as a number of percent, 0 to 50") from None
+            raise forms.ValidationError(f"give the share as a number of percent, 0 to {100 * self.max_share:g}") from None
         if not 0 <= percent <= 100 * self.max_share:
-            raise forms.ValidationError("the share must be between 0 and 50 %")
+            raise forms.ValidationError(f"the share must be between 0 and {100 * self.max_share:g} %")
         return round(percent / 100, 4)
 
 

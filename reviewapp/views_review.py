@@ -318,8 +318,11 @@ def flag_card_page(request, flag_id: int):
     # a file open per card.
     pixels = {face.pk: image_pixel_size(face=face) for face in card.faces_shown} if large else None
     _linked([card], dataset.pk, pixels, large=large)
-    context = {"card": card, "dataset": dataset, "dataset_id": dataset.pk, "large": large,
-               "held": _enforced_hold(card.flag, dataset.claims, request.user) if large else None,
+    # Another reviewer's hold: the page's banner names it; where claims are enforced the card's
+    # buttons show disabled too.
+    hold = flag_hold(flag=card.flag, user=request.user) if large else None
+    context = {"card": card, "dataset": dataset, "dataset_id": dataset.pk, "large": large, "hold": hold,
+               "held": hold if dataset.claims == Dataset.Claims.ENFORCED else None,
                "kind_title": kind_title(flag.kind, 1), "queue_title": kind_title(flag.kind), "round": flag.round,
                "queue_url": _queue_url(dataset.pk, flag.kind, flag.round.number)}
     if _wants_fragment(request):
@@ -348,7 +351,7 @@ def flag_decide_post(request, flag_id: int):
         # Refused for an enforced hold on the flag page: the page says so (the holds banner, the
         # card's disabled form), so no message repeats it.
         if large and "held_by" in conflict.current:
-            held = _enforced_hold(flag, Dataset.Claims.ENFORCED, request.user)
+            held = flag_hold(flag=flag, user=request.user)
     except ValueError as error:
         notice, level = str(error), messages.ERROR
     if not _wants_fragment(request):
@@ -368,14 +371,6 @@ def flag_decide_post(request, flag_id: int):
         "card": card, "dataset_id": dataset_id, "large": large, "kept": decision is not None, "held": held,
         "notices": [(_level_tag(level), notice)] if notice and not held else [],
     })
-
-
-def _enforced_hold(flag, claims: str, user):
-    """Who else holds the flag (selectors.team.FlagHold) where the dataset's claims are enforced,
-    else None: the flag page then shows the card's decision form disabled."""
-    if claims != Dataset.Claims.ENFORCED:
-        return None
-    return flag_hold(flag=flag, user=user)
 
 
 def _decided_links(card) -> dict:

@@ -142,7 +142,7 @@ def latest_round(*, dataset: Dataset) -> Round | None:
 
 
 def dataset_jobs(*, dataset: Dataset, kind: str | None = None, limit: int = 5) -> list[Job]:
-    jobs = Job.objects.filter(dataset=dataset)
+    jobs = Job.objects.filter(dataset=dataset).select_related("created_by")  # each row names its starter
     if kind is not None:
         jobs = jobs.filter(kind=kind)
     return list(jobs.order_by("-id")[:limit])
