@@ -94,11 +94,12 @@ def bulk_run(*, job: Job, worker: str, progress=None) -> dict:
     action, identity_id = job.params["action"], job.params.get("identity_id")
     batch, user = uuid.UUID(job.params["batch"]), job.created_by
     flags = selection_flags(selection)
-    held = flags.count()
+    matching = flags.count()
     flags = not_held_by_others(flags, user)
-    held -= flags.count()
+    remaining = flags.count()
+    held = matching - remaining
     earlier = Decision.objects.filter(dataset_id=selection.dataset_id, batch=batch).values("flag_id").distinct().count()
-    total = earlier + flags.count()
+    total = earlier + remaining
     decided, conflicts, sample = 0, 0, []
     after = None  # (score, id) of the last flag walked
     while True:
@@ -191,7 +192,10 @@ def flags_decide_chunk(*, flag_ids, action: str, user, identity_id: int | None =
     Decision rows, flag states and conflicts, in a few statements (see above)."""
     result = flag_services.BulkResult(batch=batch)
     ids = sorted({int(i) for i in flag_ids})
-    flags = list(Flag.objects.select_for_update(of=("self",)).select_related("round").filter(pk__in=ids).order_by("pk"))
+    # The dataset comes along: its claims mode (claims.claim_check) and double-review share are
+    # read per flag, and one join spares a query each.
+    flags = list(Flag.objects.select_for_update(of=("self",)).select_related("round__dataset").filter(pk__in=ids)
+                 .order_by("pk"))
     result.conflicts += [(pk, "No such flag") for pk in sorted(set(ids) - {f.pk for f in flags})]
     plans, pairs = [], []
     for flag in flags:
@@ -250,9 +254,9 @@ def _decide_faces(plans: list[_Plan], *, user, batch, result) -> None:
         plan.flag.state, plan.flag.claimed_by, plan.flag.claimed_at = plan.state, None, None
     for state, flag_ids in by_state.items():
         Flag.objects.filter(pk__in=flag_ids).update(state=state, claimed_by=None, claimed_at=None)
-    # double_review.second_review_sample reads the share itself; read once, it spares a query a
-    # flag on the usual dataset that asks for no second looks.
-    if Dataset.objects.values_list("double_review_share", flat=True).get(pk=dataset_id) > 0:
+    # double_review.second_review_sample checks the share itself; checked once here, the usual
+    # dataset that asks for no second looks costs no call a flag.
+    if decided and decided[0].flag.round.dataset.double_review_share > 0:
         for plan, row in zip(decided, rows):
             double_review.second_review_sample(flag=plan.flag, decision=row)
     result.decided += [plan.flag.pk for plan in decided]
